@@ -1,0 +1,14 @@
+"""Errors the engine raises for the user's input.
+
+Every error a user can cause (a bad file, an unknown model, a parameter out of range) is an
+:class:`ExplainerError` with a one-line message; the command line prints it and exits with 2,
+the app shows it in place of the result. Anything else is a bug and keeps its traceback.
+"""
+
+
+class ExplainerError(ValueError):
+    """A one-line, user-facing error (bad input, unavailable model, invalid parameter)."""
+
+
+class Cancelled(RuntimeError):
+    """Raised from a progress callback to stop a long run; the engine lets it propagate."""

@@ -1,0 +1,8 @@
+"""One module per explanation method; importing this package registers them all.
+
+Adding a method: write ``explainers/methods/<name>.py`` (a frozen dataclass config, a ``run``
+function, a ``register(MethodSpec(...))`` call) and add one import line below.
+"""
+# fmt: off
+# ruff: noqa: F401
+# (method modules are added below, one line each)
