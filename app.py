@@ -1,0 +1,34 @@
+"""Streamlit entry point: navigation over pages/ and the shared sidebar. Nothing else.
+
+Run with ``streamlit run app.py``.
+"""
+from pathlib import Path
+
+import streamlit as st
+
+from ui import sidebar
+
+st.set_page_config(page_title="Explainer explorer", page_icon=":material/visibility:", layout="wide")
+
+HERE = Path(__file__).parent
+# (file, title, icon); pages whose file is not there yet are skipped, so each method lands on its own.
+PAGES = [
+    ("pages/home.py", "Image & prediction", ":material/home:"),
+    ("pages/compare.py", "Side by side", ":material/grid_view:"),
+    ("pages/pmi.py", "PMI & IG", ":material/functions:"),
+    ("pages/class_vs_class.py", "Class vs class", ":material/compare:"),
+    ("pages/dssr.py", "DSSR+", ":material/texture:"),
+    ("pages/varsal.py", "VarSal", ":material/blur_on:"),
+    ("pages/dcontrol.py", "Distribution controller", ":material/bar_chart:"),
+    ("pages/mipin.py", "MIP-IN", ":material/undo:"),
+    ("pages/metrics.py", "Faithfulness", ":material/rule:"),
+    ("pages/tour.py", "Teaching tour", ":material/school:"),
+]
+
+pages = [
+    st.Page(str(HERE / f), title=t, icon=i, default=(k == 0))
+    for k, (f, t, i) in enumerate(PAGES)
+    if (HERE / f).exists()
+]
+sidebar.render()
+st.navigation(pages).run()

@@ -1,0 +1,189 @@
+"""The command line: ``python -m explainers {models,predict,explain,fit,evaluate} ...``.
+
+Exit code 0 on success; 2 with one line on stderr for bad input (an ``ExplainerError``, a bad
+argument); never a traceback for the user's mistakes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+from .errors import Cancelled, ExplainerError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad arguments as one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ExplainerError(f"{self.prog}: {message}")
+
+
+def _parse_sets(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for p in pairs:
+        if "=" not in p:
+            raise ExplainerError(f"--set expects key=value, got {p!r}")
+        k, v = p.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _load(args):
+    from .classifiers import load_classifier
+
+    return load_classifier(args.model, device=args.device, arch=getattr(args, "arch", None))
+
+
+def cmd_models(args) -> int:
+    from .classifiers import list_classifiers
+
+    if args.download:
+        from .classifiers import torchvision_zoo
+
+        path = torchvision_zoo.download(args.download)
+        print(f"{args.download}: weights at {path}")
+        return 0
+    rows = list_classifiers()
+    if args.json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+        return 0
+    width = max(len(r.id) for r in rows)
+    for r in rows:
+        status = "available" if r.available else f"unavailable: {r.reason}"
+        print(f"{r.id:<{width}}  {r.title}  [{status}]")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .data.images import load_image
+
+    clf = _load(args)
+    if args.topk < 1:
+        raise ExplainerError("--topk must be at least 1")
+    top = clf.predict(load_image(args.image), topk=args.topk)
+    if args.json:
+        print(json.dumps({"model": clf.id, "top": [{"index": i, "label": l, "probability": p} for i, l, p in top]}))
+    else:
+        for i, lab, p in top:
+            print(f"{p:8.4f}  {lab} ({i})")
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from .core import explain
+    from .data.images import load_image
+    from .progress import tqdm_progress
+
+    clf = _load(args)
+    image = load_image(args.image)
+    params = _parse_sets(args.set)
+    cb, close = tqdm_progress(args.method)
+    try:
+        result = explain(clf, image, args.method, target=args.target, progress=cb, **params)
+    finally:
+        close()
+    out = result.save(args.out)
+    print(f"{out}: {', '.join(result.maps)} for class {result.meta['target_label']} ({result.meta['seconds']} s)")
+    return 0
+
+
+def cmd_fit(args) -> int:
+    from .progress import tqdm_progress
+    from .training import get_fitter
+
+    fitter = get_fitter(args.explainer)
+    options = _parse_sets(args.set)
+    clf = _load(args) if fitter.needs_model else None
+    if fitter.needs_model and args.model is None:
+        raise ExplainerError(f"fitting {args.explainer} needs --model")
+    cb, close = tqdm_progress(f"fit {args.explainer}")
+    try:
+        path = fitter.fit(clf, args.data, out_dir=args.out, progress=cb, **options)
+    finally:
+        close()
+    print(f"{args.explainer}: fitted, weights at {path}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    try:
+        from .evaluation import run_cli
+    except ImportError:
+        raise ExplainerError("evaluate is not available in this version") from None
+    return run_cli(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="python -m explainers", description="Explain image classifiers.")
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def model_args(p, required=True):
+        p.add_argument("--model", required=required, help="classifier id (see `models`) or a checkpoint path")
+        p.add_argument("--arch", default=None, help="torchvision architecture for a state-dict checkpoint")
+        p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+
+    p = sub.add_parser("models", help="list the classifiers and whether they are available")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--download", metavar="ID", help="download a torchvision model's weights (needs internet)")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("predict", help="top-k classes for an image")
+    model_args(p)
+    p.add_argument("--image", required=True)
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("explain", help="compute a method's maps and save them as .npz")
+    model_args(p)
+    p.add_argument("--image", required=True)
+    p.add_argument("--method", required=True)
+    p.add_argument("--target", default=None, help="class index or label (default: top-1)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a method parameter")
+    p.add_argument("--out", required=True, help="output .npz file")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("fit", help="fit an explainer's amortised part on a dataset")
+    model_args(p, required=False)
+    p.add_argument("--explainer", required=True)
+    p.add_argument("--data", required=True, help="built-in dataset name or an image folder")
+    p.add_argument("--out", default=None, help="output folder (default: the user cache)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a training option")
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("evaluate", help="evaluate a method with a metric on a dataset")
+    model_args(p)
+    p.add_argument("--method", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--metric", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--out", default=None, help="results file (JSON lines; resumed when present)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+    return ap
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or 0)
+    except ExplainerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Cancelled:
+        print("error: cancelled", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as e:  # --help
+        return int(e.code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
