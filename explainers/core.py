@@ -144,8 +144,6 @@ def get_method(name: str) -> MethodSpec:
 
 def as_pixels(clf: Classifier, image: Any) -> torch.Tensor:
     """Accept a PIL image, a path, raw bytes or a pixel tensor (3, H, W) in [0, 1]."""
-    from .data.images import load_image
-
     if isinstance(image, torch.Tensor):
         x = image.detach().float()
         if x.dim() == 4:
@@ -156,6 +154,8 @@ def as_pixels(clf: Classifier, image: Any) -> torch.Tensor:
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
     if isinstance(image, (str, Path, bytes, io.IOBase)):
+        from .data.images import load_image
+
         image = load_image(image)
     if not isinstance(image, Image.Image):
         raise ExplainerError(f"cannot read an image from {type(image).__name__}")

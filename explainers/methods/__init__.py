@@ -6,3 +6,4 @@ function, a ``register(MethodSpec(...))`` call) and add one import line below.
 # fmt: off
 # ruff: noqa: F401
 # (method modules are added below, one line each)
+from . import baselines

@@ -1,0 +1,212 @@
+"""Standard baselines, from Captum where Captum has them: Occlusion, Integrated Gradients,
+Grad-CAM, gradient saliency; and RISE (Petsiuk et al. 2018), which no well-kept library ships,
+written here in a dozen lines.
+
+All maps are raw: Occlusion in probability drop, Integrated Gradients in logit units (they sum to
+f(x) − f(baseline), the completeness axiom), Grad-CAM in the layer's activation units, RISE in
+expected probability. Methods that hook into the network (Grad-CAM) run on a private copy of it,
+so hooks never touch the model shared between browser sessions.
+"""
+from __future__ import annotations
+
+import copy
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..classifiers.base import Classifier
+from ..core import MethodOutput, MethodSpec, register
+from ..errors import ExplainerError
+from ..progress import report
+
+
+class PixelModel(nn.Module):
+    """Wraps a classifier so that it takes pixel-space input and returns logits (or probabilities)."""
+
+    def __init__(self, clf: Classifier, net: Optional[nn.Module] = None, softmax: bool = False):
+        super().__init__()
+        self.clf, self.net, self.softmax = clf, net if net is not None else clf.net, softmax
+
+    def forward(self, x01: torch.Tensor) -> torch.Tensor:
+        out = self.net(self.clf.normalize(x01))
+        return torch.softmax(out, dim=1) if self.softmax else out
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ExplainerError(msg)
+
+
+# --------------------------------------------------------------------------------------- Occlusion
+@dataclass(frozen=True)
+class OcclusionConfig:
+    """Captum ``Occlusion``: slide a ``window``×``window`` grey patch with ``stride``; the map is the
+    drop of the target's probability, averaged over the windows covering each pixel."""
+
+    window: int = 8
+    stride: int = 4
+    value: float = 0.5  # grey level of the occluder, in [0, 1] before normalisation
+    batch_size: int = 64
+
+    def __post_init__(self):
+        _check(self.window >= 1 and self.stride >= 1, "occlusion: window and stride must be at least 1")
+        _check(0 <= self.value <= 1, "occlusion: value must be in [0, 1]")
+
+
+def run_occlusion(clf: Classifier, x01: torch.Tensor, target: int, cfg: OcclusionConfig, progress=None) -> MethodOutput:
+    from captum.attr import Occlusion
+
+    _check(cfg.window <= min(clf.input_size), f"occlusion: window {cfg.window} larger than the image {clf.input_size}")
+    occ = Occlusion(PixelModel(clf, softmax=True))
+    attr = occ.attribute(
+        x01,
+        sliding_window_shapes=(3, cfg.window, cfg.window),
+        strides=(3, cfg.stride, cfg.stride),
+        baselines=cfg.value,
+        target=target,
+        perturbations_per_eval=cfg.batch_size,
+    )
+    # Captum spreads each window's drop over its 3 channels equally: the channel mean is the drop.
+    return MethodOutput({"occlusion": attr[0].mean(0)})
+
+
+# ----------------------------------------------------------------------------- Integrated Gradients
+@dataclass(frozen=True)
+class IntegratedGradientsConfig:
+    """Captum ``IntegratedGradients`` from a constant grey ``value`` baseline, summed over channels."""
+
+    steps: int = 32
+    value: float = 0.0  # baseline grey level in [0, 1] before normalisation (0 = black)
+    batch_size: int = 32
+
+    def __post_init__(self):
+        _check(self.steps >= 1, "integrated-gradients: steps must be at least 1")
+        _check(0 <= self.value <= 1, "integrated-gradients: value must be in [0, 1]")
+
+
+def run_integrated_gradients(clf, x01, target, cfg: IntegratedGradientsConfig, progress=None) -> MethodOutput:
+    from captum.attr import IntegratedGradients
+
+    ig = IntegratedGradients(PixelModel(clf))
+    attr, delta = ig.attribute(
+        x01, baselines=cfg.value, target=target, n_steps=cfg.steps, internal_batch_size=cfg.batch_size, return_convergence_delta=True
+    )
+    return MethodOutput({"integrated-gradients": attr[0].sum(0)}, meta={"convergence_delta": float(delta.abs().max())})
+
+
+# ------------------------------------------------------------------------------------- Grad-CAM
+_PRIVATE: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = weakref.WeakKeyDictionary()
+_PRIVATE_LOCK = threading.Lock()
+
+
+def private_copy(net: nn.Module) -> nn.Module:
+    """A per-process private copy of a shared network, for methods that must attach hooks."""
+    with _PRIVATE_LOCK:
+        if net not in _PRIVATE:
+            _PRIVATE[net] = copy.deepcopy(net).eval()
+        return _PRIVATE[net]
+
+
+def gradcam_layer(net: nn.Module) -> nn.Module:
+    """The layer Grad-CAM reads: the end of ``net.features`` when the net has one (embedded models,
+    VGG, DenseNet, MobileNet), ResNet's ``layer4``, GoogLeNet's ``inception5b``; else the last conv."""
+    for name in ("layer4", "inception5b"):
+        if hasattr(net, name):
+            return getattr(net, name)
+    feats = getattr(net, "features", None)
+    if feats is None and isinstance(net, nn.Sequential) and len(net) and isinstance(net[0], nn.Sequential):
+        feats = net[0]  # embedded nn.Sequential(features, classifier)
+    if isinstance(feats, nn.Module):
+        return feats
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ExplainerError("gradcam: the network has no convolutional layer")
+    return convs[-1]
+
+
+@dataclass(frozen=True)
+class GradCAMConfig:
+    """Captum ``LayerGradCam`` on the last convolutional features, ReLU'd and bilinearly upsampled."""
+
+    relu: bool = True
+
+
+def run_gradcam(clf, x01, target, cfg: GradCAMConfig, progress=None) -> MethodOutput:
+    from captum.attr import LayerAttribution, LayerGradCam
+
+    net = private_copy(clf.net)
+    with _PRIVATE_LOCK:  # one Grad-CAM at a time per process: the copy's hooks are not re-entrant
+        cam = LayerGradCam(PixelModel(clf, net), gradcam_layer(net))
+        attr = cam.attribute(x01, target=target, relu_attributions=cfg.relu)
+    up = LayerAttribution.interpolate(attr.detach(), tuple(clf.input_size), interpolate_mode="bilinear")
+    return MethodOutput({"gradcam": up[0, 0]})
+
+
+# ------------------------------------------------------------------------------------- Saliency
+@dataclass(frozen=True)
+class SaliencyConfig:
+    """Captum ``Saliency``: |∂ logit / ∂ x|, max over channels (Simonyan et al. 2014)."""
+
+    abs: bool = True
+
+
+def run_saliency(clf, x01, target, cfg: SaliencyConfig, progress=None) -> MethodOutput:
+    from captum.attr import Saliency
+
+    attr = Saliency(PixelModel(clf)).attribute(x01, target=target, abs=cfg.abs)
+    return MethodOutput({"saliency": attr[0].max(0).values if cfg.abs else attr[0].sum(0)})
+
+
+# ------------------------------------------------------------------------------------------ RISE
+@dataclass(frozen=True)
+class RISEConfig:
+    """RISE (Petsiuk et al. 2018): E[p(target | x ⊙ M) · M] / E[M] over random upsampled binary masks.
+
+    ``cells``: the coarse grid side (s in the paper); ``p``: probability a cell is kept.
+    """
+
+    masks: int = 1000
+    cells: int = 8
+    p: float = 0.5
+    batch_size: int = 100
+    seed: int = 0
+
+    def __post_init__(self):
+        _check(self.masks >= 1 and self.batch_size >= 1, "rise: masks and batch_size must be at least 1")
+        _check(self.cells >= 2, "rise: cells must be at least 2")
+        _check(0 < self.p < 1, "rise: p must be in (0, 1)")
+
+
+def run_rise(clf, x01, target, cfg: RISEConfig, progress=None) -> MethodOutput:
+    h, w = clf.input_size
+    gen = torch.Generator().manual_seed(cfg.seed)
+    cell_h, cell_w = -(-h // cfg.cells), -(-w // cfg.cells)
+    # all random draws up front, so the result does not depend on the batch size
+    grids = (torch.rand(cfg.masks, 1, cfg.cells, cfg.cells, generator=gen) < cfg.p).float()
+    dy = torch.randint(0, cell_h, (cfg.masks,), generator=gen)
+    dx = torch.randint(0, cell_w, (cfg.masks,), generator=gen)
+    total = torch.zeros(h, w, device=x01.device)
+    for start in range(0, cfg.masks, cfg.batch_size):
+        sl = slice(start, min(start + cfg.batch_size, cfg.masks))
+        up = F.interpolate(grids[sl], size=((cfg.cells + 1) * cell_h, (cfg.cells + 1) * cell_w), mode="bilinear", align_corners=False)
+        masks = torch.stack([u[:, y : y + h, x : x + w] for u, y, x in zip(up, dy[sl], dx[sl])]).to(x01.device)
+        with torch.no_grad():
+            p = torch.softmax(clf.logits01(x01 * masks), dim=1)[:, target]
+        total += (p.view(-1, 1, 1) * masks[:, 0]).sum(0)
+        report(progress, sl.stop, cfg.masks, "masks")
+    return MethodOutput({"rise": total / (cfg.masks * cfg.p)})
+
+
+for _spec in [
+    MethodSpec("occlusion", "Occlusion (Captum)", OcclusionConfig, run_occlusion, {"occlusion": "signed"}, {"occlusion": "Δ probability"}, "Zeiler & Fergus 2014"),
+    MethodSpec("integrated-gradients", "Integrated Gradients (Captum)", IntegratedGradientsConfig, run_integrated_gradients, {"integrated-gradients": "signed"}, {"integrated-gradients": "logit"}, "Sundararajan et al. 2017"),
+    MethodSpec("gradcam", "Grad-CAM (Captum)", GradCAMConfig, run_gradcam, {"gradcam": "positive"}, {"gradcam": "activation × gradient"}, "Selvaraju et al. 2017"),
+    MethodSpec("saliency", "Gradient saliency (Captum)", SaliencyConfig, run_saliency, {"saliency": "positive"}, {"saliency": "|∂ logit / ∂ pixel|"}, "Simonyan et al. 2014"),
+    MethodSpec("rise", "RISE", RISEConfig, run_rise, {"rise": "positive"}, {"rise": "probability"}, "Petsiuk et al. 2018"),
+]:
+    register(_spec)

@@ -1,0 +1,96 @@
+"""Standard baselines: checked against direct computations on a tiny network."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from explainers.classifiers.base import Classifier
+from explainers.classifiers.embedded import SmallResNet
+from explainers.core import explain
+from explainers.errors import ExplainerError
+
+
+def _tiny(size=12, classes=3, seed=0):
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = nn.Sequential(
+            nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()),
+            nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, classes)),
+        )
+    return Classifier("tiny", net, [f"c{i}" for i in range(classes)], (size, size))
+
+
+@pytest.fixture
+def clf():
+    return _tiny()
+
+
+@pytest.fixture
+def x():
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(3, 12, 12, generator=g)
+
+
+def _hooks(net):
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in net.modules())
+
+
+def test_occlusion_equals_direct_sliding_window(clf, x):
+    r = explain(clf, x, "occlusion", target=1, window=4, stride=4, value=0.5)
+    p0 = clf.probabilities(x[None])[0, 1]
+    ref = torch.zeros(12, 12)
+    for i in range(0, 9, 4):
+        for j in range(0, 9, 4):
+            xo = x.clone()
+            xo[:, i : i + 4, j : j + 4] = 0.5
+            ref[i : i + 4, j : j + 4] = p0 - clf.probabilities(xo[None])[0, 1]
+    np.testing.assert_allclose(r.maps["occlusion"], ref.numpy(), atol=1e-5)
+
+
+def test_integrated_gradients_completeness(clf, x):
+    r = explain(clf, x, "integrated-gradients", target=2, steps=64, value=0.0)
+    with torch.no_grad():
+        gap = clf.logits01(x[None])[0, 2] - clf.logits01(torch.zeros(1, 3, 12, 12))[0, 2]
+    assert abs(float(r.maps["integrated-gradients"].sum()) - float(gap)) < 1e-2 * max(1.0, abs(float(gap)))
+
+
+def test_gradcam_is_nonnegative_upsampled_and_leaves_no_hooks():
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = SmallResNet(4)
+    c = Classifier("r", net, list("abcd"), (32, 32))
+    before = _hooks(c.net)
+    x = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
+    r = explain(c, x, "gradcam", target=0)
+    assert r.maps["gradcam"].shape == (32, 32) and r.maps["gradcam"].min() >= 0
+    assert _hooks(c.net) == before == 0
+    # the private copy gives the same logits as the shared model: it is a copy, not a change
+    assert all(not p.requires_grad for p in c.net.parameters())
+
+
+def test_rise_is_repeatable_and_batch_size_invariant(clf, x):
+    a = explain(clf, x, "rise", masks=60, batch_size=60, seed=3).maps["rise"]
+    b = explain(clf, x, "rise", masks=60, batch_size=7, seed=3).maps["rise"]
+    c = explain(clf, x, "rise", masks=60, batch_size=60, seed=4).maps["rise"]
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(a, c)
+
+
+def test_rise_of_a_constant_classifier_is_its_probability(x):
+    """If p(y|x) never changes, E[p·M]/E[M] = p everywhere (up to Monte-Carlo error of E[M])."""
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 12 * 12, 2))
+    with torch.no_grad():
+        net[1].weight.zero_()
+        net[1].bias.copy_(torch.tensor([0.0, 1.0]))
+    c = Classifier("const", net, ["a", "b"], (12, 12))
+    m = explain(c, x, "rise", target=1, masks=2000, seed=0).maps["rise"]
+    p = float(torch.softmax(torch.tensor([0.0, 1.0]), 0)[1])
+    assert abs(float(m.mean()) - p) < 0.03
+
+
+@pytest.mark.parametrize("method, params", [("occlusion", {"window": 0}), ("occlusion", {"window": 99}), ("rise", {"p": 1.5}), ("integrated-gradients", {"steps": 0})])
+def test_bad_parameters(clf, x, method, params):
+    with pytest.raises(ExplainerError):
+        explain(clf, x, method, **params)

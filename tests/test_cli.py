@@ -1,0 +1,85 @@
+"""The command line: exit codes, one-line errors, JSON output."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from explainers.__main__ import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def shape_png(tmp_path):
+    from explainers.data import load_dataset
+
+    item = load_dataset("shapes", "test", limit=1)[0]
+    p = tmp_path / "shape.png"
+    item.image.save(p)
+    return p, item.label
+
+
+def run(args, capsys):
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_models_lists_embedded_and_torchvision(capsys):
+    code, out, _ = run(["models", "--json"], capsys)
+    assert code == 0
+    rows = {r["id"]: r for r in json.loads(out)}
+    assert rows["shapes-resnet"]["available"]
+    assert "tv-resnet50" in rows
+    for r in rows.values():
+        assert r["available"] or (r["reason"] and "\n" not in r["reason"])
+
+
+def test_predict_json_top1_is_the_true_class(shape_png, capsys):
+    path, label = shape_png
+    code, out, _ = run(["predict", "--model", "shapes-resnet", "--image", str(path), "--topk", "3", "--json", "--device", "cpu"], capsys)
+    assert code == 0
+    top = json.loads(out)["top"]
+    assert len(top) == 3 and top[0]["index"] == label
+    assert sum(t["probability"] for t in top) <= 1 + 1e-6
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["predict", "--model", "no-such-model", "--image", "x.png"], "unknown model"),
+        (["predict", "--model", "shapes-resnet", "--image", "/no/such/file.png"], ""),
+        (["predict", "--model", "shapes-resnet", "--image", "{text}"], ""),
+        (["predict", "--model", "shapes-resnet", "--image", "{png}", "--topk", "0"], "topk"),
+        (["predict", "--model", "shapes-resnet"], "--image"),
+        (["explain", "--model", "shapes-resnet", "--image", "{png}", "--method", "nope", "--out", "o.npz"], "unknown method"),
+        (["explain", "--model", "shapes-resnet", "--image", "{png}", "--method", "nope", "--set", "K", "--out", "o.npz"], ""),
+        (["frobnicate"], "invalid choice"),
+        (["fit", "--explainer", "nope", "--data", "shapes"], "unknown explainer"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(args, words, capsys, tmp_path, shape_png):
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    args = [a.format(text=text, png=shape_png[0]) for a in args]
+    code, out, err = run(args, capsys)
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert words in err
+    assert "Traceback" not in err
+
+
+def test_module_entry_point_in_a_subprocess(tmp_path):
+    """`python -m explainers` itself: exit code and stderr as a user sees them."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    bad = subprocess.run([sys.executable, "-m", "explainers", "predict", "--model", "shapes-resnet", "--image", str(tmp_path / "missing.png")], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+    ok = subprocess.run([sys.executable, "-m", "explainers", "models"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert ok.returncode == 0 and "shapes-resnet" in ok.stdout
