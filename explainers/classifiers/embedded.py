@@ -37,14 +37,15 @@ class BasicBlock(nn.Module):
 
 
 class SmallResNet(nn.Module):
-    """ResNet-style: stride-2 stem, three stages of basic blocks, global average pool, linear.
+    """ResNet-style: stride-2 stem, three stages of basic blocks (the last two stride 2), global
+    average pool, linear. At 64x64 the last feature map is 8x8; about 8 M multiply-adds a forward.
 
     ``features`` ends at the last convolutional feature map (used by Grad-CAM, the distribution
     controller's generator and MIP-IN's classifier-head inversion); ``classifier`` maps pooled
     features to logits.
     """
 
-    def __init__(self, num_classes: int, width: int = 24, in_channels: int = 3):
+    def __init__(self, num_classes: int, width: int = 16, in_channels: int = 3):
         super().__init__()
         w = width
         self.features = nn.Sequential(
@@ -65,7 +66,7 @@ class SmallResNet(nn.Module):
 
 def vgg_small(num_classes: int, in_channels: int = 3, input_size: int = 64) -> nn.Module:
     """VGG-style: 3x3 conv + ReLU blocks with 2x2 max-pooling, then two dense layers. No BN."""
-    cfg = [16, 16, "M", 32, 32, "M", 64, 64, "M", 64, "M"]
+    cfg = [16, "M", 32, "M", 32, 32, "M", 64, "M"]
     layers: list[nn.Module] = []
     c = in_channels
     for v in cfg:
@@ -136,9 +137,9 @@ _GREY_MEAN, _GREY_STD = (0.13, 0.13, 0.13), (0.31, 0.31, 0.31)
 EMBEDDED: dict[str, EmbeddedSpec] = {
     s.id: s
     for s in [
-        EmbeddedSpec("shapes-resnet", "resnet-small", "shapes", "Shapes · ResNet-style CNN (default)", 64, False, _RGB_MEAN, _RGB_STD, 12),
-        EmbeddedSpec("shapes-vgg", "vgg-small", "shapes", "Shapes · VGG-style CNN (max-pooling)", 64, False, _RGB_MEAN, _RGB_STD, 12),
-        EmbeddedSpec("shapes-biased-resnet", "resnet-small", "shapes-biased", "Shapes, biased data · ResNet-style CNN (learns the tag shortcut)", 64, False, _RGB_MEAN, _RGB_STD, 12),
+        EmbeddedSpec("shapes-resnet", "resnet-small", "shapes", "Shapes · ResNet-style CNN (default)", 64, False, _RGB_MEAN, _RGB_STD, 10),
+        EmbeddedSpec("shapes-vgg", "vgg-small", "shapes", "Shapes · VGG-style CNN (max-pooling)", 64, False, _RGB_MEAN, _RGB_STD, 10),
+        EmbeddedSpec("shapes-biased-resnet", "resnet-small", "shapes-biased", "Shapes, biased data · ResNet-style CNN (learns the tag shortcut)", 64, False, _RGB_MEAN, _RGB_STD, 10),
         EmbeddedSpec("digits-mlp", "mlp", "digits", "Digits · MLP", 28, True, _GREY_MEAN, _GREY_STD, 40),
         EmbeddedSpec("digits-cnn", "cnn-small", "digits", "Digits · CNN", 28, True, _GREY_MEAN, _GREY_STD, 25),
     ]

@@ -18,11 +18,11 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
 from ..classifiers.base import Classifier
 from ..classifiers.embedded import EMBEDDED, EmbeddedSpec
 from ..progress import report
-from safetensors.torch import save_file
 
 
 def _tensors(source: str, split: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -62,8 +62,8 @@ def train(
     spec: EmbeddedSpec,
     epochs: Optional[int] = None,
     seed: Optional[int] = None,
-    batch_size: int = 64,
-    lr: float = 2e-3,
+    batch_size: int = 128,
+    lr: float = 4e-3,
     device: str = "cpu",
     progress: Optional[Callable] = None,
 ) -> tuple[dict, torch.nn.Module]:
@@ -118,6 +118,23 @@ def train(
     }, net
 
 
+def markdown_table() -> str:
+    """The committed embedded models' cards as a Markdown table (for the README)."""
+    rows = ["| id | architecture | data | parameters | weights | test accuracy | training |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for spec in EMBEDDED.values():
+        if not spec.card.exists():
+            rows.append(f"| {spec.id} | {spec.arch} | {spec.dataset} | – | not trained | – | – |")
+            continue
+        card = json.loads(spec.card.read_text())
+        n = sum(v.numel() for v in load_file(str(spec.weights)).values())
+        size = spec.weights.stat().st_size / 1e6
+        rows.append(
+            f"| {spec.id} | {spec.arch} | {spec.dataset} ({card['train_size']} train) | {n:,} | {size:.2f} MB | "
+            f"{card['test_accuracy']:.2%} | {card['epochs']} epochs, seed {card['seed']}, {card['seconds']:.0f} s CPU |"
+        )
+    return "\n".join(rows)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     from ..progress import tqdm_progress
 
@@ -127,7 +144,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--table", action="store_true", help="print the committed models' figures as a Markdown table")
     args = ap.parse_args(argv)
+    if args.table:
+        print(markdown_table())
+        return 0
     ids = sorted(EMBEDDED) if args.all else (args.model or [])
     if not ids:
         ap.error("give --model ID or --all")
