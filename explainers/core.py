@@ -43,12 +43,32 @@ class Explanation:
     meta: dict[str, Any]
     extras: dict[str, Any] = field(default_factory=dict)
 
-    def save(self, path: str | Path) -> Path:
-        """Write the maps and ``meta`` (a JSON string) to an ``.npz`` file."""
-        path = Path(path)
+    def save(self, path: str | Path | io.IOBase) -> Path | io.IOBase:
+        """Write the maps and ``meta`` (a JSON string) to an ``.npz`` file (a path or a binary file)."""
         arrays = {k: np.asarray(v, dtype=np.float32) for k, v in self.maps.items()}
-        np.savez_compressed(path, **arrays, meta=np.array(json.dumps(self.meta, default=_json_default)))
+        meta = np.array(json.dumps(self.meta, default=_json_default))
+        if hasattr(path, "write"):
+            np.savez_compressed(path, **arrays, meta=meta)
+            return path
+        path = Path(path)
+        np.savez_compressed(path, **arrays, meta=meta)
         return path if path.suffix == ".npz" else path.with_suffix(path.suffix + ".npz")
+
+    @staticmethod
+    def combine(results: list["Explanation"]) -> "Explanation":
+        """Several methods' results in one: maps named ``<method>.<map>``, meta per method, plus the
+        command lines that reproduce each one."""
+        maps, metas, commands = {}, {}, []
+        for r in results:
+            m = r.meta["method"]
+            maps.update({f"{m}.{k}": v for k, v in r.maps.items()})
+            metas[m] = r.meta
+            sets = " ".join(f"--set {k}={v}" for k, v in r.meta["params"].items() if v is not None)
+            commands.append(
+                f"python -m explainers explain --model {r.meta['model']} --image IMAGE --method {m} "
+                f"--target {r.meta['target']} {sets} --out {m}.npz"
+            )
+        return Explanation(maps, {"methods": metas, "commands": commands})
 
     @staticmethod
     def load(path: str | Path) -> "Explanation":

@@ -44,3 +44,33 @@ def overlay(image: np.ndarray, arr: np.ndarray, kind: str, alpha: float = 0.6) -
     img = np.asarray(image, dtype=np.float64)
     col = colorize(arr, kind).astype(np.float64)
     return (alpha * col + (1 - alpha) * img).round().clip(0, 255).astype(np.uint8)
+
+
+def grid_png(image: np.ndarray, panels: list[tuple[str, np.ndarray, str, str]], columns: int = 4, dpi: int = 110) -> bytes:
+    """A PNG of maps over ``image``: ``panels`` are (title, map, kind, unit); each with its colour bar."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    n = max(1, len(panels))
+    cols = min(columns, n)
+    rows = -(-n // cols)
+    fig = Figure(figsize=(3.2 * cols, 3.0 * rows), dpi=dpi)
+    for k, (title, arr, kind, unit) in enumerate(panels):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        lo, hi = value_range(arr, kind)
+        ax.imshow(image)
+        im = ax.imshow(arr, cmap=colormaps[_MPL_CMAPS.get(kind, "viridis")], vmin=lo, vmax=hi, alpha=0.65)
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+        cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        cb.set_label(unit, fontsize=8)
+        cb.ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()

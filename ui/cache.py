@@ -15,6 +15,7 @@ from PIL import Image
 import explainers
 from explainers.core import Explanation
 from explainers.data.images import load_image
+from explainers.diskcache import cached_explain
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading the classifier…")
@@ -55,9 +56,12 @@ def explanation(
     target: Optional[int],
     _progress: Optional[Callable] = None,
 ) -> Explanation:
-    """``explain`` with plain-valued, hashable arguments (``params`` as sorted (key, value) pairs)."""
+    """``explain`` with plain-valued, hashable arguments (``params`` as sorted (key, value) pairs).
+
+    In front of the engine sits the disk cache, shared by every session and kept across restarts.
+    """
     clf = classifier(model_id, device)
-    return explainers.explain(clf, decode_image(png), method, target=target, progress=_progress, **dict(params))
+    return cached_explain(clf, decode_image(png), method, target=target, progress=_progress, **dict(params))
 
 
 def frozen(params: dict) -> tuple[tuple[str, Any], ...]:

@@ -1,0 +1,103 @@
+"""The comparison grid: every method's maps for one image and class, each cell filled when ready."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import streamlit as st
+
+from explainers.core import METHODS, Explanation, get_method
+from explainers.errors import ExplainerError
+
+from . import cache, plots
+
+# The five papers first, then the standard baselines.
+ORDER = ["pmi-ig", "dssr", "varsal", "dcontrol", "mipin", "occlusion", "integrated-gradients", "gradcam", "rise"]
+
+
+@dataclass(frozen=True)
+class Knob:
+    """An up-front slider that sets one config field of one method."""
+
+    method: str
+    field: str
+    label: str
+    lo: float
+    hi: float
+    default: float
+    step: float
+    help: str = ""
+
+
+KNOBS = [
+    Knob("pmi-ig", "K", "K (PMI patch size)", 2, 16, 8, 1, "side of the marginalised patch, in pixels"),
+    Knob("pmi-ig", "N", "N (PMI samples)", 1, 64, 8, 1, "in-fills drawn per patch"),
+    Knob("dssr", "lam", "λ (DSSR+ sparsity)", 0.0, 0.02, 0.0, 0.0005, "0 = the paper's 10/224², scaled to the input size"),
+    Knob("dcontrol", "eta", "η (controller)", 0.25, 4.0, 1.5, 0.05, "steepness of the customised transformer"),
+    Knob("dcontrol", "h", "h (controller)", 0.5, 6.0, 2.5, 0.1, "power of the customised transformer"),
+]
+
+
+def available_methods() -> list[str]:
+    get_method("occlusion")  # importing the registry
+    return [m for m in ORDER if m in METHODS]
+
+
+def knob_values(methods: list[str]) -> dict[str, dict[str, Any]]:
+    """Draw the up-front sliders for the methods present; returns per-method parameter overrides."""
+    knobs = [k for k in KNOBS if k.method in methods]
+    out: dict[str, dict[str, Any]] = {m: {} for m in methods}
+    cols = st.columns(max(1, len(knobs)))
+    for col, k in zip(cols, knobs):
+        integer = float(k.step).is_integer() and float(k.default).is_integer()
+        cast = int if integer else float
+        v = col.slider(k.label, cast(k.lo), cast(k.hi), cast(k.default), cast(k.step), help=k.help, key=f"knob.{k.method}.{k.field}")
+        if v != k.default:
+            out[k.method][k.field] = v
+    return out
+
+
+def run_cell(model_id: str, device: str, png: bytes, method: str, params: dict, target: Optional[int]) -> Optional[Explanation]:
+    """Compute (or fetch) one method's result with its own progress bar; a failure is shown in place."""
+    spec = METHODS[method]
+    bar = st.progress(0.0, text=f"{spec.title}…")
+
+    def progress(done: int, total: int, message: str = "") -> None:
+        bar.progress(min(1.0, done / max(total, 1)), text=f"{spec.title} {message}".strip())
+
+    try:
+        return cache.explanation(model_id, device, png, method, cache.frozen(params), target, _progress=progress)
+    except ExplainerError as e:
+        st.warning(f"{spec.title}: {e}", icon=":material/error:")
+    except Exception as e:  # noqa: BLE001 - one method's bug must not take down the grid
+        st.error(f"{spec.title} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    finally:
+        bar.empty()
+    return None
+
+
+class Flow:
+    """Cells of a grid handed out left to right, a new row of ``columns`` when one is full."""
+
+    def __init__(self, columns: int = 4):
+        self.columns, self.count, self.row = columns, 0, []
+
+    def next(self):
+        if self.count % self.columns == 0:
+            self.row = st.columns(self.columns)
+        cell = self.row[self.count % self.columns]
+        self.count += 1
+        return cell
+
+
+def draw_maps(result: Explanation, image: np.ndarray, first, flow: Flow) -> None:
+    """One figure per map of ``result``: the first in ``first`` (the cell that showed the progress)."""
+    spec = METHODS[result.meta["method"]]
+    for k, (name, arr) in enumerate(result.maps.items()):
+        col = first if k == 0 else flow.next()
+        kind, unit = spec.maps.get(name, "positive"), spec.units.get(name, "")
+        title = f"{spec.title.split(' (')[0]} · {name}" if len(result.maps) > 1 else spec.title
+        col.plotly_chart(plots.map_figure(image, arr, kind, unit, title, height=260), use_container_width=True, key=f"fig.{result.meta['method']}.{name}")
+        cached = " · cached" if result.meta.get("cached") else ""
+        col.caption(f"{unit} · range {arr.min():.3g} … {arr.max():.3g} · {result.meta['seconds']:.2f} s{cached}")
