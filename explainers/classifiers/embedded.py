@@ -64,21 +64,52 @@ class SmallResNet(nn.Module):
         return self.classifier(self.flatten(self.pool(self.features(x))))
 
 
-def vgg_small(num_classes: int, in_channels: int = 3, input_size: int = 64) -> nn.Module:
-    """VGG-style: 3x3 conv + ReLU blocks with 2x2 max-pooling, then two dense layers. No BN."""
-    cfg = [16, "M", 32, "M", 32, 32, "M", 64, "M"]
+def vgg_small(num_classes: int, in_channels: int = 3, input_size: int = 64, batch_norm: bool = False) -> nn.Module:
+    """VGG-style: 3x3 conv + ReLU blocks with 2x2 max-pooling, then two dense layers.
+
+    Trained with batch norm after each conv (``batch_norm=True``), then the BN is folded into the
+    conv weights (:func:`fold_batchnorm`), so the committed network is Conv/ReLU/MaxPool/Linear
+    only, the layer types MIP-IN inverts.
+    """
+    cfg = [16, "M", 32, "M", 64, "M", 64, 64, "M"]
     layers: list[nn.Module] = []
     c = in_channels
     for v in cfg:
         if v == "M":
             layers.append(nn.MaxPool2d(2, 2))
         else:
-            layers += [nn.Conv2d(c, int(v), 3, 1, 1), nn.ReLU()]
+            layers += [nn.Conv2d(c, int(v), 3, 1, 1)] + ([nn.BatchNorm2d(int(v))] if batch_norm else []) + [nn.ReLU()]
             c = int(v)
     side = input_size // 16
     features = nn.Sequential(*layers)
     classifier = nn.Sequential(nn.Flatten(), nn.Linear(c * side * side, 128), nn.ReLU(), nn.Linear(128, num_classes))
     return nn.Sequential(features, classifier)
+
+
+@torch.no_grad()
+def fold_batchnorm(trained: nn.Module, plain: nn.Module) -> nn.Module:
+    """Copy ``trained`` (Conv2d → BatchNorm2d pairs) into ``plain`` (the same net without BN), folding
+    each BN's eval-mode statistics into the conv before it: W' = W·γ/σ, b' = (b − μ)·γ/σ + β."""
+    leaves = [m for m in trained.modules() if len(list(m.children())) == 0]
+    values: list[torch.Tensor] = []
+    k = 0
+    while k < len(leaves):
+        m = leaves[k]
+        if isinstance(m, nn.Conv2d) and k + 1 < len(leaves) and isinstance(leaves[k + 1], nn.BatchNorm2d):
+            bn = leaves[k + 1]
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            bias = m.bias if m.bias is not None else torch.zeros_like(bn.running_mean)
+            values += [m.weight * scale.view(-1, 1, 1, 1), (bias - bn.running_mean) * scale + bn.bias]
+            k += 2
+        else:
+            values += list(m.parameters(recurse=False))
+            k += 1
+    params = list(plain.parameters())
+    if [p.shape for p in params] != [v.shape for v in values]:
+        raise ValueError("fold_batchnorm: the plain network does not match the trained one")
+    for p, v in zip(params, values):
+        p.copy_(v)
+    return plain
 
 
 def mlp(num_classes: int, input_size: int = 28, in_channels: int = 1) -> nn.Module:
@@ -124,10 +155,13 @@ class EmbeddedSpec:
     def card(self) -> Path:
         return ASSETS / f"{self.id}.json"
 
-    def build(self, num_classes: int) -> nn.Module:
+    def build(self, num_classes: int, training: bool = False) -> nn.Module:
+        """The network; ``training=True`` gives the trainable form (VGG with BN, folded after)."""
         in_ch = 1 if self.grayscale else 3
         if self.arch == "resnet-small":
             return SmallResNet(num_classes, in_channels=in_ch)
+        if self.arch == "vgg-small":
+            return vgg_small(num_classes, in_channels=in_ch, input_size=self.input_size, batch_norm=training)
         return ARCHS[self.arch](num_classes, in_channels=in_ch, input_size=self.input_size)
 
 
@@ -138,7 +172,7 @@ EMBEDDED: dict[str, EmbeddedSpec] = {
     s.id: s
     for s in [
         EmbeddedSpec("shapes-resnet", "resnet-small", "shapes", "Shapes · ResNet-style CNN (default)", 64, False, _RGB_MEAN, _RGB_STD, 10),
-        EmbeddedSpec("shapes-vgg", "vgg-small", "shapes", "Shapes · VGG-style CNN (max-pooling)", 64, False, _RGB_MEAN, _RGB_STD, 10),
+        EmbeddedSpec("shapes-vgg", "vgg-small", "shapes", "Shapes · VGG-style CNN (max-pooling)", 64, False, _RGB_MEAN, _RGB_STD, 18),
         EmbeddedSpec("shapes-biased-resnet", "resnet-small", "shapes-biased", "Shapes, biased data · ResNet-style CNN (learns the tag shortcut)", 64, False, _RGB_MEAN, _RGB_STD, 10),
         EmbeddedSpec("digits-mlp", "mlp", "digits", "Digits · MLP", 28, True, _GREY_MEAN, _GREY_STD, 40),
         EmbeddedSpec("digits-cnn", "cnn-small", "digits", "Digits · CNN", 28, True, _GREY_MEAN, _GREY_STD, 25),

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from ..classifiers.base import Classifier
-from ..classifiers.embedded import EMBEDDED, EmbeddedSpec
+from ..classifiers.embedded import EMBEDDED, EmbeddedSpec, fold_batchnorm
 from ..progress import report
 
 
@@ -75,7 +75,7 @@ def train(
     xte, yte, _ = _tensors(spec.dataset, "test")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # weight init only; restored on exit
-        net = spec.build(len(classes))
+        net = spec.build(len(classes), training=True)
     clf = Classifier(spec.id, net, classes, (spec.input_size,) * 2, spec.mean, spec.std, spec.grayscale)
     net.to(device)
     for p in net.parameters():
@@ -106,6 +106,9 @@ def train(
             best, best_state = acc, {k: v.detach().clone() for k, v in net.state_dict().items()}
     net.load_state_dict(best_state)
     net.eval()
+    if spec.arch == "vgg-small":  # fold the training-time BN into the convs: Conv/ReLU/MaxPool only
+        net = fold_batchnorm(net, spec.build(len(classes))).eval()
+        clf = Classifier(spec.id, net, classes, (spec.input_size,) * 2, spec.mean, spec.std, spec.grayscale)
     return {
         "labels": classes,
         "val_accuracy": round(best, 4),
