@@ -30,5 +30,6 @@ pages = [
     for k, (f, t, i) in enumerate(PAGES)
     if (HERE / f).exists()
 ]
+page = st.navigation(pages)
 sidebar.render()
-st.navigation(pages).run()
+page.run()

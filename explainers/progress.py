@@ -22,13 +22,17 @@ def report(progress: Optional[Callable], done: int, total: int, message: str = "
 def tqdm_progress(desc: str = ""):
     """A progress callback backed by a tqdm bar on stderr (for the command line).
 
+    The bar appears on the first report, so a run that fails on its input prints only its error.
     Returns ``(callback, close)``.
     """
     from tqdm import tqdm
 
-    bar = tqdm(total=1, desc=desc, leave=False, dynamic_ncols=True)
+    state: dict = {}
 
     def callback(done: int, total: int, message: str = "") -> None:
+        bar = state.get("bar")
+        if bar is None:
+            bar = state["bar"] = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
         if bar.total != total:
             bar.total = total
         bar.n = done
@@ -36,4 +40,8 @@ def tqdm_progress(desc: str = ""):
             bar.set_postfix_str(message, refresh=False)
         bar.refresh()
 
-    return callback, bar.close
+    def close() -> None:
+        if "bar" in state:
+            state["bar"].close()
+
+    return callback, close

@@ -18,7 +18,7 @@ except ExplainerError as e:
 
 left, right = st.columns([1, 2])
 with left:
-    st.image((seen.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), caption=f"as the classifier sees it ({clf.input_size[1]}×{clf.input_size[0]})", use_container_width=True)
+    st.image((seen.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), caption=f"as the classifier sees it ({clf.input_size[1]}×{clf.input_size[0]})", width="stretch")
 with right:
-    st.plotly_chart(plots.topk_bar(top), use_container_width=True)
+    st.plotly_chart(plots.topk_bar(top), width="stretch")
 st.caption(f"Model **{clf.id}** on **{clf.device}** · image: {ctx.image_name}")

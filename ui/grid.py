@@ -98,6 +98,6 @@ def draw_maps(result: Explanation, image: np.ndarray, first, flow: Flow) -> None
         col = first if k == 0 else flow.next()
         kind, unit = spec.maps.get(name, "positive"), spec.units.get(name, "")
         title = f"{spec.title.split(' (')[0]} · {name}" if len(result.maps) > 1 else spec.title
-        col.plotly_chart(plots.map_figure(image, arr, kind, unit, title, height=260), use_container_width=True, key=f"fig.{result.meta['method']}.{name}")
+        col.plotly_chart(plots.map_figure(image, arr, kind, unit, title, height=260), width="stretch", key=f"fig.{result.meta['method']}.{name}")
         cached = " · cached" if result.meta.get("cached") else ""
         col.caption(f"{unit} · range {arr.min():.3g} … {arr.max():.3g} · {result.meta['seconds']:.2f} s{cached}")
