@@ -68,6 +68,14 @@ def _load(path: Path) -> Optional[Explanation]:
         return None
 
 
+def entry_path(clf, image: Any, method: str, target: int | str | None = None, directory: Optional[Path] = None, **params: Any) -> Path:
+    """Where ``cached_explain`` keeps (or would keep) this result."""
+    config = make_config(method, **params)
+    x01 = as_pixels(clf, image)
+    t = clf.label_index(target, x01.unsqueeze(0).to(clf.device))
+    return (directory or cache_dir()) / method / f"{cache_key(clf.id, image_digest(x01), method, config, t)}.npz"
+
+
 def cached_explain(
     clf,
     image: Any,

@@ -1,10 +1,28 @@
 """A user's own checkpoint: TorchScript, or a state dict (safetensors or plain) for a torchvision architecture.
 
-Plain ``.pt`` / ``.pth`` / ``.bin`` files are read only with ``torch.load(weights_only=True)``:
-a pickle that would run code is refused and its code never runs. Safetensors holds tensors only.
+* TorchScript (``torch.jit.save``; a zip holding ``code/`` and ``constants.pkl``): loaded with
+  ``torch.jit.load`` and used as it is.
+* A state dict in ``.safetensors`` (tensors only) or a plain ``.pt`` / ``.pth`` / ``.bin`` file, for
+  the torchvision classification architecture named by ``arch`` (any name
+  ``torchvision.models.list_models(module=torchvision.models)`` gives), built with ``weights=None``
+  and ``num_classes`` read off the state dict. Plain files are read only with
+  ``torch.load(weights_only=True)``: a pickle that would run code is refused and its code never runs.
+  ``module.`` prefixes (DataParallel) are stripped and ``{"state_dict": ...}`` / ``{"model": ...}``
+  containers unwrapped.
+
+Preprocessing is torchvision's ImageNet recipe (resize 256, centre-crop 224, ImageNet mean/std)
+unless the file says otherwise: a TorchScript extra file ``explainers.json`` or a safetensors
+metadata entry ``explainers`` holding JSON with any of ``input_size`` ([H, W] or an int),
+``resize`` (int or null; null when only ``input_size`` is given: a plain resize), ``mean``, ``std`` (three floats) and ``labels``.
 """
 from __future__ import annotations
 
+import difflib
+import json
+import pickle
+import re
+import struct
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Optional
@@ -12,82 +30,231 @@ from typing import Optional
 import torch
 
 from ..errors import ExplainerError
-from .base import Classifier
-from .torchvision_zoo import IMAGENET_MEAN, IMAGENET_STD
+from .base import Classifier, resolve_device
+from .torchvision_zoo import IMAGENET_MEAN, IMAGENET_STD, build_bare
+
+META_NAME = "explainers.json"  # TorchScript extra file
+META_KEY = "explainers"  # safetensors metadata key
+_CONTAINERS = ("state_dict", "model_state_dict", "model", "net", "module")
 
 
-def _unwrap(obj) -> dict[str, torch.Tensor]:
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ExplainerError("the checkpoint is not a plain state dict of tensors")
-    return {(k[7:] if k.startswith("module.") else k): v for k, v in obj.items()}
+def _one_line(e: BaseException, limit: int = 120) -> str:
+    text = " ".join(str(e).split())
+    return (text or type(e).__name__)[:limit]
 
 
+# -- reading files ------------------------------------------------------------------------------
 def _is_torchscript(path: Path) -> bool:
     if not zipfile.is_zipfile(path):
         return False
-    with zipfile.ZipFile(path) as z:
-        return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
-
-
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return _unwrap(load_file(str(path)))
-        except ExplainerError:
-            raise
-        except Exception as e:  # noqa: BLE001
-            raise ExplainerError(f"{path.name}: not a readable safetensors file ({type(e).__name__})") from None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - UnpicklingError for code-running pickles, and corrupt files
-        msg = str(e).splitlines()[0][:100] if str(e) else type(e).__name__
-        raise ExplainerError(f"refusing to unpickle {path.name}: not a plain state dict ({msg})") from None
-    return _unwrap(obj)
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
 
 
-def _num_classes(state: dict[str, torch.Tensor]) -> int:
-    last = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
-    if not last:
-        raise ExplainerError("cannot find the final linear layer in the state dict")
-    return int(last[-1].shape[0])
+def _is_safetensors(path: Path) -> bool:
+    """The safetensors layout: an 8-byte little-endian header length, then a JSON object."""
+    if path.suffix == ".safetensors":
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and 0 < struct.unpack("<Q", head[:8])[0] < path.stat().st_size
 
 
-def load_checkpoint(path: str | Path, arch: Optional[str] = None, labels: Optional[list[str]] = None, device: torch.device = torch.device("cpu")) -> Classifier:
-    """Load a user checkpoint as a :class:`Classifier` (224×224 input, ImageNet normalisation)."""
+def _unwrap(obj, name: str) -> dict[str, torch.Tensor]:
+    for _ in range(3):  # {"model": {"state_dict": {...}}, "epoch": 9} and the like
+        inner = next((obj[k] for k in _CONTAINERS if isinstance(obj.get(k), dict)), None) if isinstance(obj, dict) else None
+        if inner is None:
+            break
+        obj = inner
+    if not isinstance(obj, dict) or not obj:
+        raise ExplainerError(f"{name} is not a state dict (found {type(obj).__name__}); save model.state_dict()")
+    state = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not state or not all(isinstance(k, str) for k in state):
+        raise ExplainerError(f"{name} holds no tensors by name; save model.state_dict()")
+    # nn.DataParallel / DistributedDataParallel ("module.") and torch.compile ("_orig_mod.") prefixes
+    return {re.sub(r"^(?:module\.|_orig_mod\.)+", "", k): v for k, v in state.items()}
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001 - a pickle renamed .safetensors, a truncated file ...
+        raise ExplainerError(f"{path.name}: not a readable safetensors file ({_one_line(e, 80)})") from None
+    return _unwrap(state, path.name), _parse_meta(meta.get(META_KEY), path.name)
+
+
+def _unpickling_reason(e: BaseException) -> str:
+    """The informative sentence of torch's long weights-only refusal (e.g. 'Unsupported global: posix.system')."""
+    parts = []
+    for para in re.split(r"\n\s*\n", str(e)):
+        para = " ".join(para.split())
+        if "WeightsUnpickler error:" in para:
+            para = para.split("WeightsUnpickler error:", 1)[1].strip()
+        elif para.startswith(("Weights only load failed", "Check the documentation")):
+            continue
+        parts.append(para.split(". Please", 1)[0])
+    return " ".join(p for p in parts if p)[:100] or "it would need more than tensors"
+
+
+def _read_plain(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": nothing to act on
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only refused a global: code would have run
+        raise ExplainerError(f"refusing to unpickle {path.name}: not a plain state dict ({_unpickling_reason(e)})") from None
+    except Exception as e:  # noqa: BLE001 - truncated or corrupt files
+        raise ExplainerError(f"{path.name}: not a readable PyTorch checkpoint ({type(e).__name__}: {_one_line(e, 100)})") from None
+    return _unwrap(obj, path.name)
+
+
+def _parse_meta(raw: Optional[str], name: str) -> dict:
+    if not raw:
+        return {}
+    try:
+        meta = json.loads(raw)
+        if not isinstance(meta, dict):
+            raise ValueError("not an object")
+        out = {}
+        if "input_size" in meta:
+            size = meta["input_size"]
+            size = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+            if len(size) != 2 or min(size) < 8:
+                raise ValueError("input_size")
+            out["input_size"] = size
+        if "resize" in meta:
+            out["resize"] = None if meta["resize"] is None else int(meta["resize"])
+        for key in ("mean", "std"):
+            if key in meta:
+                vals = tuple(float(v) for v in meta[key])
+                if len(vals) != 3 or (key == "std" and min(vals) <= 0):
+                    raise ValueError(key)
+                out[key] = vals
+        if "labels" in meta:
+            out["labels"] = [str(v) for v in meta["labels"]]
+        return out
+    except (ValueError, TypeError) as e:
+        raise ExplainerError(f"{name}: bad {META_KEY} metadata ({_one_line(e, 60)})") from None
+
+
+# -- building ----------------------------------------------------------------------------------
+def _classification_models() -> list[str]:
+    import torchvision.models as tvm
+
+    return tvm.list_models(module=tvm)
+
+
+def _arch_kwargs(arch: str) -> dict:
+    if arch == "googlenet" or arch.startswith("inception"):
+        return {"aux_logits": False, "init_weights": False}
+    return {}
+
+
+def _num_classes(arch: str, state: dict[str, torch.Tensor], name: str) -> int:
+    """The class count that makes ``arch``'s state dict shapes agree with ``state``.
+
+    Builds the architecture (on the 'meta' device where it can) with 1000 classes; the
+    entries whose shapes differ from the user's are the output layer's, and their first
+    dimension is the class count.
+    """
+    ref = build_bare(arch, num_classes=1000, **_arch_kwargs(arch)).state_dict()
+    common = [k for k in ref if k in state]
+    if not common:
+        raise ExplainerError(f"{name} does not fit architecture {arch} (no parameter names in common); check --arch")
+    differ = {state[k].shape[0] for k in common if state[k].shape != ref[k].shape and state[k].dim() >= 1}
+    if not differ:
+        return 1000
+    if len(differ) == 1:
+        return int(differ.pop())
+    raise ExplainerError(f"{name} does not fit architecture {arch} (shapes differ beyond the output layer); check --arch")
+
+
+def _build(arch: Optional[str], state: dict[str, torch.Tensor], name: str) -> tuple[torch.nn.Module, int]:
+    if arch is None:
+        raise ExplainerError(f"{name} is a state dict: name its torchvision architecture with --arch (e.g. resnet18)")
+    known = _classification_models()
+    if arch not in known:
+        close = difflib.get_close_matches(arch, known, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see torchvision.models.list_models()"
+        raise ExplainerError(f"unknown torchvision architecture {arch!r}{hint}")
+    if arch == "googlenet" or arch.startswith("inception"):
+        state = {k: v for k, v in state.items() if not k.startswith(("aux1.", "aux2.", "AuxLogits."))}
+    n = _num_classes(arch, state, name)
+    try:
+        net = build_bare(arch, num_classes=n, **_arch_kwargs(arch))
+        net.load_state_dict(state, strict=True, assign=True)
+    except (RuntimeError, ValueError, TypeError, KeyError) as e:
+        raise ExplainerError(f"{name} does not fit architecture {arch} ({_one_line(e, 140)})") from None
+    left = [k for k, t in [*net.named_parameters(), *net.named_buffers()] if t.is_meta]
+    if left:
+        raise ExplainerError(f"{name} does not fit architecture {arch} ({left[0]} is not in the file)")
+    return net, n
+
+
+def _probe(net: torch.nn.Module, size: tuple[int, int], name: str) -> int:
+    """Run a blank image through a TorchScript model: its class count, or a one-line reason."""
+    try:
+        with torch.no_grad():
+            out = net(torch.zeros(1, 3, *size))
+    except Exception as e:  # noqa: BLE001 - TorchScript raises its own error types
+        msg = _one_line(e, 100)
+        raise ExplainerError(f"{name}: the model fails on a 1x3x{size[0]}x{size[1]} image ({msg}); set input_size in {META_NAME}") from None
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 1:
+        raise ExplainerError(f"{name}: the model must return logits of shape (batch, classes), not {type(out).__name__}"
+                             f"{tuple(out.shape) if isinstance(out, torch.Tensor) else ''}")
+    return int(out.shape[1])
+
+
+def load_checkpoint(
+    path: str | Path,
+    arch: Optional[str] = None,
+    labels: Optional[list[str]] = None,
+    device: torch.device | str | None = "cpu",
+) -> Classifier:
+    """Load a user checkpoint as a :class:`Classifier` (see the module doc for what is accepted).
+
+    ``labels``: one name per class; default ImageNet's categories for 1000 classes, else
+    ``"class 0"`` .. ``"class N-1"``. Raises :class:`ExplainerError` with a one-line reason.
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise ExplainerError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise ExplainerError(f"{path.name}: the file is empty")
+    device = resolve_device(device)
+    meta: dict = {}
     if _is_torchscript(path):
+        extra = {META_NAME: ""}
         try:
-            net = torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():  # torch.jit's deprecation notice
+                warnings.simplefilter("ignore", FutureWarning)
+                net = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
         except Exception as e:  # noqa: BLE001
-            raise ExplainerError(f"{path.name}: not a loadable TorchScript file ({type(e).__name__})") from None
-        with torch.no_grad():
-            n = int(net(torch.zeros(1, 3, 224, 224)).shape[-1])
-        title = f"TorchScript {path.name}"
+            raise ExplainerError(f"{path.name}: not a loadable TorchScript file ({_one_line(e, 100)})") from None
+        meta = _parse_meta(extra.get(META_NAME) or None, path.name)
+        net.eval()
+        n = _probe(net, meta.get("input_size", (224, 224)), path.name)
+        kind, title = "torchscript", f"TorchScript {path.name}"
     else:
-        if arch is None:
-            raise ExplainerError(f"{path.name} is a state dict: name its torchvision architecture with --arch (e.g. resnet18)")
-        from torchvision.models import get_model, list_models
-
-        if arch not in list_models():
-            raise ExplainerError(f"unknown torchvision architecture {arch!r}")
-        state = _read_state_dict(path)
-        n = _num_classes(state)
-        try:
-            net = get_model(arch, weights=None, num_classes=n)
-            if arch == "googlenet" or arch.startswith("inception"):
-                state = {k: v for k, v in state.items() if not k.startswith("aux")}
-                net = get_model(arch, weights=None, num_classes=n, aux_logits=False, init_weights=False)
-            net.load_state_dict(state)
-        except (RuntimeError, ValueError, TypeError) as e:
-            raise ExplainerError(f"{path.name} does not fit architecture {arch} ({str(e).splitlines()[0][:120]})") from None
-        title = f"{arch} from {path.name}"
+        if _is_safetensors(path):
+            state, meta = _read_safetensors(path)
+        else:
+            state = _read_plain(path)
+        net, n = _build(arch, state, path.name)
+        kind, title = "state_dict", f"{arch} from {path.name}"
+    if labels is None:
+        labels = meta.get("labels")
     if labels is None:
         if n == 1000:
             from torchvision.models import ResNet18_Weights
@@ -95,10 +262,18 @@ def load_checkpoint(path: str | Path, arch: Optional[str] = None, labels: Option
             labels = list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
         else:
             labels = [f"class {i}" for i in range(n)]
+    labels = [str(v) for v in labels]
     if len(labels) != n:
         raise ExplainerError(f"{len(labels)} labels given for a model with {n} classes")
     net.to(device)
     return Classifier(
-        id=str(path), net=net, labels=list(labels), input_size=(224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD,
-        resize=256, family="user", info={"title": title},
+        id=str(path),
+        net=net,
+        labels=labels,
+        input_size=tuple(meta.get("input_size", (224, 224))),
+        mean=tuple(meta.get("mean", IMAGENET_MEAN)),
+        std=tuple(meta.get("std", IMAGENET_STD)),
+        resize=meta["resize"] if "resize" in meta else (None if "input_size" in meta else 256),
+        family="user",
+        info={"title": title, "kind": kind, "arch": arch if kind == "state_dict" else None, "file": str(path)},
     )
