@@ -1,12 +1,18 @@
-"""Helpers for the PMI / IG pages: the shared controls, the patch outline and the in-fill mosaics."""
+"""Helpers for the PMI / IG pages: the shared controls, the cached run with its progress bar,
+the patch outline and the in-fill mosaics."""
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
 import streamlit as st
 
+from explainers.core import Explanation
+from explainers.diskcache import cached_explain
 from explainers.methods.samplers import DEFAULT_K, SAMPLERS, patch_boxes
+
+from . import cache
 
 SAMPLER_HELP = (
     "patchsampler: the paper's PatchSampler (fitted for K = 8); gaussian: PDA's conditional Gaussian; "
@@ -34,6 +40,27 @@ def pmi_controls(input_size: tuple[int, int], key: str = "pmi") -> dict[str, Any
         st.info("Raise the stride or lower N for a quick look, or switch the toggle on.")
         st.stop()
     return params
+
+
+def pmi_result(ctx, params: dict[str, Any], label: str = "PMI & IG") -> Explanation:
+    """The ``pmi-ig`` result for the sidebar's model and image, with a live progress bar.
+
+    Looked up in this session's memo, then in the shared disk cache, else computed. (Not through
+    ``ui.cache.explanation``: a progress bar updated inside an ``st.cache_data`` function is
+    recorded and cannot be replayed on the next hit — Streamlit raises CacheReplayClosureError.)
+    """
+    memo: dict = st.session_state.setdefault("pmi.results", {})
+    key = (ctx.model_id, ctx.device, hashlib.sha256(ctx.png).hexdigest(), cache.frozen(params))
+    if key not in memo:
+        clf = cache.classifier(ctx.model_id, ctx.device)
+        bar, clear = cache.st_progress(label)
+        try:
+            memo[key] = cached_explain(clf, cache.decode_image(ctx.png), "pmi-ig", progress=bar, **params)
+        finally:
+            clear()
+        while len(memo) > 8:  # keep the session's memo small
+            memo.pop(next(iter(memo)))
+    return memo[key]
 
 
 def to_uint8(chw: np.ndarray) -> np.ndarray:

@@ -1,0 +1,75 @@
+"""PMI & IG maps: how much each pixel supports a class, and how informative it is (in bits)."""
+import numpy as np
+import streamlit as st
+
+from explainers.errors import ExplainerError
+from explainers.methods.pmi import pmi_map
+from explainers.methods.samplers import SAMPLERS, infills
+from ui import cache, plots, plots_pmi
+from ui.sidebar import require
+from ui.widgets import target_picker
+
+st.title("PMI & IG maps")
+st.caption(
+    "Every K×K patch is replaced by N in-fills drawn given its 3K×3K neighbourhood (Eq. 3). "
+    "**PMI** = log₂ p(y|x) − log₂ p(y|x without the patch): red supports the class, blue opposes it. "
+    "**IG** = KL(p(Y|x) ‖ p(Y|x without the patch)): how informative the patch is, for any class. "
+    "Each pixel shows the average over the patches covering it."
+)
+ctx = require()
+try:
+    clf = cache.classifier(ctx.model_id, ctx.device)
+    image = cache.decode_image(ctx.png)
+    x01 = clf.pixels(image)
+    seen = plots_pmi.to_uint8(x01.numpy())
+    top = cache.predict(ctx.model_id, ctx.device, ctx.png, 5)
+except ExplainerError as e:
+    st.error(str(e))
+    st.stop()
+
+params = plots_pmi.pmi_controls(clf.input_size)
+cls = target_picker(top, key="pmi.class", label="PMI for the class (top 5)")
+try:
+    res = plots_pmi.pmi_result(ctx, params, "PMI & IG")
+except ExplainerError as e:
+    st.error(str(e))
+    st.stop()
+
+label = clf.labels[cls]
+left, right = st.columns(2)
+with left:
+    st.plotly_chart(plots.map_figure(seen, pmi_map(res.extras, cls), "signed", "bits", f"PMI · {label}"), width="stretch")
+with right:
+    st.plotly_chart(plots.map_figure(seen, res.maps["ig"], "positive", "bits", "IG · all classes"), width="stretch")
+m = res.meta
+st.caption(
+    f"{m['patches']} patches × {m['N_effective']} in-fills = {m['forwards']:,} forwards in {m['seconds']:.2f} s "
+    f"on {m['device']} · sampler **{m['sampler']}**"
+    + (f" (fitted on *{m['sampler_data']}*)" if m.get("sampler_data") else "")
+    + (" · from the cache" if m.get("cached") else "")
+)
+
+st.subheader("A look inside")
+st.caption(
+    "One patch, its 3K×3K neighbourhood (the patch greyed out) and N in-fills from each sampler, "
+    "as the paper's Fig. 14: the PatchSampler's in-fills should look like the rest of the image."
+)
+K = params["K"]
+h, w = clf.input_size
+c1, c2, c3 = st.columns(3)
+px = c1.slider("patch x", 0, w - K, (w - K) // 2, key="pmi.px")
+py = c2.slider("patch y", 0, h - K, (h - K) // 2, key="pmi.py")
+n_show = c3.slider("in-fills shown", 1, 12, 6, key="pmi.nshow")
+c_img, c_rows = st.columns([1, 3])
+with c_img:
+    st.image(plots_pmi.with_box(seen, (px, py, px + K, py + K)), caption=f"patch at ({px}, {py})", width="stretch")
+with c_rows:
+    for s in SAMPLERS:
+        try:
+            out = infills(clf, x01, (px, py), K=K, N=n_show, sampler=s, seed=0, value=params.get("value", 0.5))
+        except ExplainerError as e:
+            st.caption(f"**{s}**: {e}")
+            continue
+        st.image(plots_pmi.infill_mosaic(out), caption=s)
+if np.ptp(seen) == 0:
+    st.info("This image is flat: every in-fill looks alike.")
