@@ -1,0 +1,99 @@
+"""VarSal: the posterior over saliency maps — its mean (the explanation) and its standard deviation
+(the uncertainty over the explanation), as in the paper's Fig. 7, posterior samples (Fig. 6) and the
+soft-TV prior."""
+import numpy as np
+import streamlit as st
+
+from explainers.errors import ExplainerError
+from explainers.methods import softtv
+from explainers.methods.varsal import BASELINES, VarSalConfig, grid_size
+from ui import cache, plots, plots_varsal
+from ui.sidebar import require
+
+st.title("VarSal · variational saliency")
+st.caption(
+    "The saliency map is a random variable. Its likelihood (Eq. 2–3) is how close the prediction stays "
+    "when only the top-k pixels of a sampled map are kept and the rest replaced by a baseline "
+    "(k drawn between 10% and 90% of the pixels); its prior is the soft-TV Gaussian N(0, K_h ⊗ K_w) "
+    "that makes neighbouring pixels agree (Eq. 4, 6). VarSal explains the whole predictive "
+    "distribution, not one class. Units: standard deviations of the prior."
+)
+ctx = require()
+try:
+    clf = cache.classifier(ctx.model_id, ctx.device)
+    seen = (clf.pixels(cache.decode_image(ctx.png)).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+except ExplainerError as e:
+    st.error(str(e))
+    st.stop()
+
+defaults = VarSalConfig()
+BETA_STEPS = [0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0]
+c1, c2, c3, c4 = st.columns(4)
+alpha = c1.slider("α (prior correlation)", 0.0, 0.49, defaults.alpha, 0.01, key="varsal.alpha",
+                  help="Σ has 1 on the diagonal, α between 4-neighbours, α² diagonally; 0 = N(0, I). Must stay below 0.5.")
+beta_x = c2.select_slider("β × h·w (prior weight)", BETA_STEPS, value=0.1, key="varsal.beta",
+                          help="the paper's default is β = 1/(10·h·w), i.e. 0.1 here")
+baseline = c3.selectbox("baseline", ("random",) + BASELINES, key="varsal.baseline",
+                        help="what replaces the pixels outside the top-k: blurred image, Gaussian noise, mean colour + noise, or one of them at random per sample (the paper)")
+mode = c4.radio("mode", ["auto", "per-image"], horizontal=True, key="varsal.mode",
+                help="auto: the trained encoder when its training settings match, otherwise per-image optimisation")
+
+params: dict = {}
+if alpha != defaults.alpha:
+    params["alpha"] = alpha
+if beta_x != 0.1:
+    gh, gw = grid_size(clf.input_size, defaults.grid)
+    params["beta"] = beta_x / (gh * gw)
+if baseline != defaults.baseline:
+    params["baseline"] = baseline
+if mode != "auto":
+    params["mode"] = mode
+
+bar, clear = cache.st_progress("VarSal")
+try:
+    res = cache.explanation(ctx.model_id, ctx.device, ctx.png, "varsal", cache.frozen(params), None, _progress=bar)
+except ExplainerError as e:
+    clear()
+    st.error(str(e))
+    st.stop()
+clear()
+
+m = res.meta
+if m["amortised"]:
+    st.success(f"**Amortised**: one forward pass of the encoder fitted for {m['model']} "
+               f"(trained with α = 0.4, β = 1/(10·h·w), random baselines) · {m['seconds'] * 1e3:.0f} ms", icon=":material/bolt:")
+else:
+    why = m["how"]
+    st.info(f"**{why[0].upper() + why[1:]}**: μ and log ν optimised for this image alone with the same objective "
+            f"({m['steps']} steps on a {m['grid'][0]}×{m['grid'][1]} grid, {m['seconds']:.1f} s). "
+            "The amortised encoder was trained with fixed α, β and baseline, so other settings need this.",
+            icon=":material/tune:")
+
+left, right = st.columns(2)
+with left:
+    st.plotly_chart(plots.map_figure(seen, res.maps["mean"], "signed", "prior s.d.", "posterior mean μ (the explanation)"), width="stretch")
+with right:
+    st.plotly_chart(plots.map_figure(seen, res.maps["std"], "positive", "prior s.d.", "posterior std √ν (the uncertainty)"), width="stretch")
+st.caption(
+    f"mean: {res.maps['mean'].min():.2f} … {res.maps['mean'].max():.2f} · std: {res.maps['std'].min():.2f} … "
+    f"{res.maps['std'].max():.2f} · larger μ = kept earlier by the top-k = more important. "
+    "The paper finds the uncertainty concentrated on the object's borders (Fig. 7)."
+)
+
+samples = res.extras.get("samples")
+if samples is not None and len(samples):
+    st.subheader("Posterior samples")
+    st.caption("Maps drawn from q(s|x) = N(μ, diag ν), as the paper's Fig. 6: the same object, plus pixel noise where ν is large.")
+    cols = st.columns(len(samples))
+    for i, (col, s) in enumerate(zip(cols, samples)):
+        col.plotly_chart(plots.map_figure(None, s, "signed", "prior s.d.", f"sample {i + 1}", height=220), width="stretch", key=f"varsal.sample.{i}")
+
+st.subheader("The soft-TV prior")
+st.caption(
+    "Σ = K_h ⊗ K_w with K tridiagonal (1 on the diagonal, α beside it): each pixel is correlated α with its "
+    "4-neighbours and α² with its diagonal neighbours, nothing beyond (Eq. 4, Fig. 9). Samples get smoother as α grows. "
+    "The KL to this prior is computed through the small factors, never the (h·w)² matrix (Eq. 7)."
+)
+h, w = clf.input_size
+pic = softtv.prior_picture(h, w, alpha, n_samples=3, seed=0)
+st.plotly_chart(plots_varsal.prior_figure(pic, alpha), width="stretch")
