@@ -1,0 +1,220 @@
+"""Faithfulness and localisation metrics for saliency maps of any method.
+
+One function per metric; each takes a raw map (H, W) (numpy or torch; only its ranking matters)
+and returns a plain float. Helpers shared by several metrics sit at the top.
+
+- :func:`m_f` — faithfulness M_F (paper 003, Eq. 8): area under the class probability as the
+  pixels are revealed in decreasing order of relevance, Δ = 1/32;
+- :func:`m_i` — explainability M_I (paper 003, Eq. 9): area under the precision–recall curve of
+  the ranked pixels against the object's bounding boxes;
+- :func:`pointing_game` — paper 003, Section 4.2.2: does the map's maximum fall inside the object?
+
+Ties: a map may have many equal values (a basic-transformer mask is 0 on half the image, a
+constant map is all ties). The metrics never break ties by pixel position: M_F reveals a tie group
+proportionally (every pixel of the group blended in by the same fraction — for a linear model
+the expectation over random tie-breaks), M_I takes one precision–recall point per distinct value
+(as ``sklearn.metrics.average_precision_score``), and the pointing game counts a hit only if every
+maximal pixel is inside.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from .errors import ExplainerError
+
+ArrayLike = Union[np.ndarray, torch.Tensor]
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _np(a: ArrayLike) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu().numpy()
+    return np.asarray(a)
+
+
+def _map2d(saliency: ArrayLike) -> np.ndarray:
+    s = np.asarray(_np(saliency), dtype=np.float64)
+    s = np.squeeze(s)
+    if s.ndim != 2:
+        raise ExplainerError(f"a saliency map must be (H, W), got shape {np.shape(saliency)}")
+    if not np.all(np.isfinite(s)):
+        raise ExplainerError("the saliency map has NaN or infinite values")
+    return s
+
+
+def box_mask(shape: tuple[int, int], boxes: Any) -> np.ndarray:
+    """Bool (H, W): inside any of ``boxes`` — one ``(x0, y0, x1, y1)`` (x1, y1 exclusive) or a
+    (K, 4) array. A bool (H, W) array is returned as it is (a ground-truth mask)."""
+    b = _np(boxes)
+    if b.dtype == bool:
+        if b.shape != tuple(shape):
+            raise ExplainerError(f"the object mask has shape {b.shape}, the map {tuple(shape)}")
+        return b
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    out = np.zeros(shape, dtype=bool)
+    h, w = shape
+    for x0, y0, x1, y1 in b:
+        x0, y0 = max(0, int(np.floor(x0))), max(0, int(np.floor(y0)))
+        x1, y1 = min(w, int(np.ceil(x1))), min(h, int(np.ceil(y1)))
+        if x1 > x0 and y1 > y0:
+            out[y0:y1, x0:x1] = True
+    return out
+
+
+def reveal_masks(saliency: ArrayLike, fractions: Sequence[float]) -> np.ndarray:
+    """Float (S, H, W) masks keeping the top ``f·N`` pixels of ``saliency`` for each fraction
+    ``f`` (1 = kept, 0 = perturbed). A tie group cut by the count is kept fractionally: each of
+    its pixels gets (count still to keep) / (size of the group)."""
+    s = _map2d(saliency)
+    flat = s.ravel()
+    n = flat.size
+    srt = np.sort(flat)[::-1]
+    out = np.zeros((len(fractions), n), dtype=np.float64)
+    for k, f in enumerate(fractions):
+        c = int(round(float(f) * n))
+        if c <= 0:
+            continue
+        if c >= n:
+            out[k] = 1.0
+            continue
+        t = srt[c - 1]
+        above = flat > t
+        tie = flat == t
+        out[k, above] = 1.0
+        out[k, tie] = (c - int(above.sum())) / int(tie.sum())
+    return out.reshape(len(fractions), *s.shape)
+
+
+def _prob_fn(clf: Any, target: int, batch_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``x01 (B, 3, H, W) -> probability of target (B,)`` from a Classifier or a callable that
+    returns class probabilities (B, C)."""
+    from .classifiers.base import Classifier
+
+    if isinstance(clf, Classifier):
+        return lambda x: clf.probabilities(x, batch_size=batch_size)[:, target]
+    if callable(clf):
+        def f(x: torch.Tensor) -> torch.Tensor:
+            outs = [torch.as_tensor(clf(x[i : i + batch_size]))[:, target] for i in range(0, x.shape[0], batch_size)]
+            return torch.cat(outs)
+        return f
+    raise ExplainerError("m_f needs a Classifier or a callable returning class probabilities")
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics
+
+
+def faithfulness_curve(
+    clf: Any,
+    x01: torch.Tensor,
+    saliency: ArrayLike,
+    target: int,
+    delta: float = 1 / 32,
+    reference: Optional[torch.Tensor] = None,
+    blur_sigma: Optional[float] = None,
+    batch_size: int = 64,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(fractions, q)``: the target's probability with the top ``fraction`` of pixels revealed
+    and the rest taken from ``reference`` (default: the image blurred with σ = ``blur_sigma``,
+    side/16 when None, as paper 003 perturbs with a Gaussian-blurred copy), for fractions
+    0, Δ, 2Δ, …, 1. ``q[0]`` is q_F (fully perturbed), ``q[-1]`` is q_O (the image)."""
+    from .methods.references import blur
+
+    if not (0 < float(delta) <= 1):
+        raise ExplainerError(f"delta must be in (0, 1], got {delta}")
+    x = torch.as_tensor(x01).float()
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    s = _map2d(saliency)
+    if tuple(x.shape[-2:]) != s.shape:
+        raise ExplainerError(f"the map is {s.shape}, the image {tuple(x.shape[-2:])}")
+    steps = int(round(1 / float(delta)))
+    fractions = np.linspace(0.0, 1.0, steps + 1)
+    if reference is None:
+        sigma = blur_sigma if blur_sigma is not None else min(s.shape) / 16.0
+        reference = blur(x, sigma)
+    ref = torch.as_tensor(reference).to(x.device, x.dtype).expand_as(x)
+    keep = torch.from_numpy(reveal_masks(s, fractions)).to(x.device, x.dtype).unsqueeze(1)
+    xs = x * keep + ref * (1 - keep)
+    with torch.no_grad():
+        q = _prob_fn(clf, int(target), batch_size)(xs)
+    return fractions, _np(q).astype(np.float64)
+
+
+def m_f(
+    clf: Any,
+    x01: torch.Tensor,
+    saliency: ArrayLike,
+    target: int,
+    delta: float = 1 / 32,
+    reference: Optional[torch.Tensor] = None,
+    blur_sigma: Optional[float] = None,
+    subtract_floor: bool = True,
+    batch_size: int = 64,
+) -> float:
+    """Faithfulness M_F in percent (paper 003, Eq. 8)::
+
+        M_F = Σ_{i=1}^{1/Δ} (q_i − q_F) / (q_O − q_F) · Δ × 100%
+
+    ``q_i`` is the target's probability with the top ``iΔ`` of the pixels (by ``saliency``)
+    revealed and the others perturbed (see :func:`faithfulness_curve`). Eq. 8 as printed has
+    ``q_i`` in the numerator; with ``subtract_floor`` (default) ``q_F`` is subtracted so that a
+    map reaching the full probability at once scores 100% and the score does not depend on how
+    likely the class is on the perturbed image (the same reading when ``q_F`` = 0);
+    ``subtract_floor=False`` gives the printed formula. Higher is better. Ties between map
+    values are revealed proportionally (no position order). Returns NaN when ``q_O = q_F``.
+
+    ``clf`` is a :class:`~explainers.classifiers.base.Classifier` or a callable returning class
+    probabilities (B, C) for pixel batches (B, 3, H, W).
+    """
+    _, q = faithfulness_curve(clf, x01, saliency, target, delta, reference, blur_sigma, batch_size)
+    q_f, q_o = q[0], q[-1]
+    if q_o == q_f:
+        return float("nan")
+    num = q[1:] - q_f if subtract_floor else q[1:]
+    return float(np.sum(num / (q_o - q_f)) * (1.0 / (len(q) - 1)) * 100.0)
+
+
+def m_i(saliency: ArrayLike, boxes: Any) -> float:
+    """Explainability M_I in percent (paper 003, Eq. 9): the pixels ranked by ``saliency`` are the
+    results of a retrieval whose relevant items are the pixels inside the boxes::
+
+        M_I = Σ_i P_i (R_i − R_{i−1}) × 100%
+
+    ``P_i`` = fraction of the top-i pixels inside a box, ``R_i`` = fraction of the in-box pixels
+    among the top i. One point per distinct map value (ties are retrieved together), which equals
+    the per-pixel sum when there are no ties. ``boxes``: one ``(x0, y0, x1, y1)``, a (K, 4)
+    array, or a bool (H, W) object mask. 100% = every in-box pixel ranked above every other one;
+    a constant map scores the in-box fraction of the image.
+    """
+    s = _map2d(saliency)
+    rel = box_mask(s.shape, boxes).ravel()
+    n_rel = int(rel.sum())
+    if n_rel == 0:
+        raise ExplainerError("m_i: the boxes cover no pixel of the map")
+    flat = s.ravel()
+    order = np.argsort(-flat, kind="stable")
+    vals = flat[order]
+    hits = np.cumsum(rel[order])
+    last = np.r_[np.nonzero(np.diff(vals))[0], flat.size - 1]  # last index of each tie group
+    tp = hits[last].astype(np.float64)
+    precision = tp / (last + 1)
+    recall = tp / n_rel
+    d_recall = np.diff(np.r_[0.0, recall])
+    return float(np.sum(precision * d_recall) * 100.0)
+
+
+def pointing_game(saliency: ArrayLike, target_region: Any) -> bool:
+    """Paper 003, Section 4.2.2: a hit when the map's maximum falls inside the object
+    (``target_region``: a box, (K, 4) boxes or a bool (H, W) mask). With several maximal pixels,
+    a hit needs all of them inside. M_PG = hits / (hits + misses) over a data set."""
+    s = _map2d(saliency)
+    region = box_mask(s.shape, target_region)
+    return bool(region[s == s.max()].all())
+from .methods.mipin import apc, positive_apc  # noqa: E402,F401
