@@ -15,7 +15,7 @@ from PIL import Image
 import explainers
 from explainers.core import Explanation
 from explainers.data.images import load_image
-from explainers.diskcache import cached_explain
+from explainers.diskcache import cached_explain, entry_path
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading the classifier…")
@@ -47,6 +47,11 @@ def predict(model_id: str, device: str, png: bytes, topk: int = 5) -> list[tuple
 
 
 @st.cache_data(max_entries=128, show_spinner=False)
+def _explanation(model_id: str, device: str, png: bytes, method: str, params: tuple[tuple[str, Any], ...], target: Optional[int]) -> Explanation:
+    clf = classifier(model_id, device)
+    return cached_explain(clf, decode_image(png), method, target=target, **dict(params))
+
+
 def explanation(
     model_id: str,
     device: str,
@@ -58,10 +63,18 @@ def explanation(
 ) -> Explanation:
     """``explain`` with plain-valued, hashable arguments (``params`` as sorted (key, value) pairs).
 
-    In front of the engine sits the disk cache, shared by every session and kept across restarts.
+    Three levels: the in-memory ``st.cache_data`` (keyed on the plain values), the disk cache shared
+    by every session and kept across restarts, and the engine. A miss is computed *outside* the
+    ``st.cache_data`` function, so its progress bar (an element of the page) is never recorded for
+    replay; the cached function then reads the fresh disk entry.
     """
     clf = classifier(model_id, device)
-    return cached_explain(clf, decode_image(png), method, target=target, progress=_progress, **dict(params))
+    image = decode_image(png)
+    if _progress is not None and not entry_path(clf, image, method, target, **dict(params)).exists():
+        result = cached_explain(clf, image, method, target=target, progress=_progress, **dict(params))
+        if not entry_path(clf, image, method, target, **dict(params)).exists():
+            return result  # the disk cache is not writable: keep what was computed
+    return _explanation(model_id, device, png, method, params, target)
 
 
 def frozen(params: dict) -> tuple[tuple[str, Any], ...]:

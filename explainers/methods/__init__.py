@@ -7,3 +7,8 @@ function, a ``register(MethodSpec(...))`` call) and add one import line below.
 # ruff: noqa: F401
 # (method modules are added below, one line each)
 from . import baselines
+from . import varsal
+from . import pmi
+from . import mipin
+from . import dcontrol
+from . import dssr
