@@ -118,9 +118,10 @@ def _pick(driver, select_label: str, option_text: str):
     """Open a Streamlit selectbox by its label and click the option whose text contains ``option_text``."""
     from selenium.webdriver.common.by import By
 
-    box = driver.find_element(By.XPATH, f'//div[@data-testid="stSelectbox"][.//label[contains(., "{select_label}")]]//div[@data-baseweb="select"]')
+    # Streamlit's selectbox is a combobox input labelled like the widget (react-aria since 1.6x)
+    box = driver.find_element(By.XPATH, f'//div[@data-testid="stSelectbox"][.//label[contains(., "{select_label}")]]//input[@role="combobox"]')
     box.click()
-    opt = _wait(driver, lambda: [o for o in driver.find_elements(By.CSS_SELECTOR, 'li[role="option"]') if option_text in o.text], 20, what=f"option {option_text}")
+    opt = _wait(driver, lambda: [o for o in driver.find_elements(By.CSS_SELECTOR, '[role="option"]') if option_text in o.text], 20, what=f"option {option_text}")
     opt[0].click()
 
 
@@ -169,10 +170,13 @@ def test_compare_page_end_to_end(server, browser, tmp_path):
     before = _captions(d)
 
     # move the first up-front slider (PMI's K if present) and check only what depends on it changes
-    slider = d.find_elements(By.CSS_SELECTOR, '[data-testid="stSlider"] [role="slider"]')[0]
-    slider.click()
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    # the slider's thumb is a visually hidden <input type="range"> (react-aria): focus it, press keys
+    slider = d.find_elements(By.CSS_SELECTOR, '[data-testid="stSlider"] input[type="range"], [data-testid="stSlider"] [role="slider"]')[0]
+    d.execute_script("arguments[0].focus();", slider)
     for _ in range(4):
-        slider.send_keys(Keys.ARROW_LEFT)
+        ActionChains(d).send_keys(Keys.ARROW_LEFT).perform()
     time.sleep(1.5)
     _wait(d, lambda: len(d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")) >= expected and _idle(d), 600, what="the maps after the slider")
     _no_exception(d)
@@ -182,3 +186,4 @@ def test_compare_page_end_to_end(server, browser, tmp_path):
     assert changed, "moving the slider changed no map"
     assert len(changed) < len(after), "every map changed: the slider should only affect its own method"
     assert sum("cached" in a for a in after) >= len(after) - len(changed) - 1
+

@@ -70,11 +70,16 @@ def explanation(
     """
     clf = classifier(model_id, device)
     image = decode_image(png)
+    computed = False
     if _progress is not None and not entry_path(clf, image, method, target, **dict(params)).exists():
         result = cached_explain(clf, image, method, target=target, progress=_progress, **dict(params))
         if not entry_path(clf, image, method, target, **dict(params)).exists():
             return result  # the disk cache is not writable: keep what was computed
-    return _explanation(model_id, device, png, method, params, target)
+        computed = True
+    result = _explanation(model_id, device, png, method, params, target)  # st.cache_data: a copy
+    if computed:
+        result.meta["cached"] = False  # read back from the entry just written, but computed now
+    return result
 
 
 def frozen(params: dict) -> tuple[tuple[str, Any], ...]:

@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -347,9 +348,12 @@ def probe_plan(clf: Classifier, width: int = 32) -> dict:
     lin_in: dict[str, tuple[int, int]] = {}
     counter = [0]
     handles = []
+    me = threading.get_ident()  # the net is shared by sessions: ignore forwards of other threads
 
     def out_hook(name):
         def hook(_m, _inp, out):
+            if threading.get_ident() != me:
+                return
             counter[0] += 1
             if isinstance(out, torch.Tensor):
                 last[name] = (counter[0], tuple(out.shape))
@@ -357,6 +361,8 @@ def probe_plan(clf: Classifier, width: int = 32) -> dict:
 
     def lin_hook(name):
         def hook(_m, inp):
+            if threading.get_ident() != me:
+                return
             counter[0] += 1
             if inp and isinstance(inp[0], torch.Tensor):
                 lin_in[name] = (counter[0], int(inp[0].shape[-1]))
@@ -404,19 +410,24 @@ def probe_plan(clf: Classifier, width: int = 32) -> dict:
 def capture(clf: Classifier, x01: torch.Tensor, plan: dict) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Run the classifier on ``x01`` and return ``(feature maps by tap name, logits)``.
 
-    Hooks are registered for this forward only and always removed (``try/finally``)."""
+    Hooks are registered for this forward only and always removed (``try/finally``). The network
+    is shared by every browser session, so another thread may run it while our hooks are on: each
+    hook records only the forwards of the thread that registered it."""
     modules = dict(clf.net.named_modules())
     feats: dict[str, torch.Tensor] = {}
     handles = []
+    me = threading.get_ident()
 
     def out_hook(name):
         def hook(_m, _inp, out):
-            feats[name] = out
+            if threading.get_ident() == me:
+                feats[name] = out
         return hook
 
     def in_hook(name):
         def hook(_m, inp):
-            feats[name] = inp[0].flatten(1)
+            if threading.get_ident() == me:
+                feats[name] = inp[0].flatten(1)
         return hook
 
     try:
