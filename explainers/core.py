@@ -135,7 +135,11 @@ def _coerce(name: str, value: Any, f: dataclasses.Field) -> Any:
     if not isinstance(value, str):
         return value
     default = f.default if f.default is not dataclasses.MISSING else None
-    typ = str(f.type)
+    typ = str(f.type).replace("typing.", "")
+    if typ.startswith("Optional[") and value.lower() != "none":
+        typ = typ[len("Optional["):-1]  # Optional[int] -> int: a value was given
+    elif typ.endswith(" | None") and value.lower() != "none":
+        typ = typ[: -len(" | None")]
     try:
         if isinstance(default, bool) or typ.startswith("bool"):
             if value.lower() in ("1", "true", "yes", "on"):

@@ -91,3 +91,13 @@ def test_classifier_is_frozen_and_in_eval(tiny_clf):
     x = torch.rand(1, 3, 8, 8, requires_grad=True)
     tiny_clf.logits01(x)[0, 0].backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_make_config_coerces_optional_fields_from_cli_strings():
+    """``--set k1=3`` on an ``Optional[int]`` field gives the int 3, ``none`` gives None."""
+    cfg = make_config("dssr", k1="3", lam="0.001", init="none")
+    assert cfg.k1 == 3 and isinstance(cfg.k1, int)
+    assert cfg.lam == 0.001 and isinstance(cfg.lam, float)
+    assert cfg.init is None
+    with pytest.raises(ExplainerError, match="cannot read"):
+        make_config("dssr", k1="three")
