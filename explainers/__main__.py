@@ -158,11 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(p)
     p.add_argument("--method", required=True)
     p.add_argument("--data", required=True)
-    p.add_argument("--metric", required=True)
+    p.add_argument("--metric", required=True, help="a metric, several joined by commas, or all "
+                   "(pointing, deletion, insertion, m-f, m-i, bbox-accuracy, kl; all; sanity, label-sensitivity)")
     p.add_argument("--split", default="test")
     p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a method parameter (map=NAME picks the map)")
+    p.add_argument("--target", choices=["label", "predicted"], default="label", help="explain the true class or the top-1")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sanity metric's randomisation")
     p.add_argument("--out", default=None, help="results file (JSON lines; resumed when present)")
+    p.add_argument("--plot", default=None, metavar="FILE.png", help="also save a plot of the means with 95%% CIs")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
     return ap

@@ -1,19 +1,35 @@
 """Faithfulness and localisation metrics for saliency maps of any method.
 
 One function per metric; each takes a raw map (H, W) (numpy or torch; only its ranking matters)
-and returns a plain float. Helpers shared by several metrics sit at the top.
+and returns a plain float (curves return ``(fractions, values)`` numpy arrays). The image ``x01``
+is a pixel tensor (3, H, W) or (1, 3, H, W) in [0, 1] (``clf.pixels(pil)``), the map is at the
+same size; ``clf`` is a :class:`~explainers.classifiers.base.Classifier` or a callable returning
+class probabilities (B, C) for pixel batches (B, 3, H, W). Perturbed images are built in one
+tensor per batch and run through the classifier in batches on its device.
 
+- :func:`deletion_curve` / :func:`deletion_auc` — RISE (Petsiuk et al. 2018), as the PMI paper
+  (000, Sec. IV-B) uses it: the target's probability as the most relevant pixels are removed
+  (replaced by black, RISE's choice), area under the curve over the fraction removed. Lower is better.
+- :func:`insertion_curve` / :func:`insertion_auc` — RISE: the probability as the most relevant pixels
+  are put back into a blurred copy. Higher is better.
 - :func:`m_f` — faithfulness M_F (paper 003, Eq. 8): area under the class probability as the
   pixels are revealed in decreasing order of relevance, Δ = 1/32;
 - :func:`m_i` — explainability M_I (paper 003, Eq. 9): area under the precision–recall curve of
   the ranked pixels against the object's bounding boxes;
 - :func:`pointing_game` — paper 003, Section 4.2.2: does the map's maximum fall inside the object?
+- :func:`bbox_accuracy` — paper 004, Section 6.3: the fraction of the top-n pixels inside a box
+  of n pixels (Quantus calls it relevance rank accuracy);
+- :func:`apc`, :func:`positive_apc`, :func:`completeness` — paper 004, Eq. 10–11 (MIP-IN's
+  source signal; defined in :mod:`explainers.methods.mipin`, re-exported here);
+- :func:`kl_curve` — paper 002, Section 4.4: KL(p(Y|x) ‖ p(Y|x̃)) when the *least* salient k%
+  of the pixels are set to zero. Lower is better.
 
 Ties: a map may have many equal values (a basic-transformer mask is 0 on half the image, a
-constant map is all ties). The metrics never break ties by pixel position: M_F reveals a tie group
-proportionally (every pixel of the group blended in by the same fraction — for a linear model
-the expectation over random tie-breaks), M_I takes one precision–recall point per distinct value
-(as ``sklearn.metrics.average_precision_score``), and the pointing game counts a hit only if every
+constant map is all ties). The metrics never break ties by pixel position: M_F, deletion,
+insertion, the KL curve and bounding-box accuracy take a tie group proportionally (every pixel
+of the group blended in by the same fraction — for a linear model the expectation over random
+tie-breaks), M_I takes one precision–recall point per distinct value (as
+``sklearn.metrics.average_precision_score``), and the pointing game counts a hit only if every
 maximal pixel is inside.
 """
 from __future__ import annotations
@@ -217,4 +233,207 @@ def pointing_game(saliency: ArrayLike, target_region: Any) -> bool:
     s = _map2d(saliency)
     region = box_mask(s.shape, target_region)
     return bool(region[s == s.max()].all())
-from .methods.mipin import apc, positive_apc  # noqa: E402,F401
+
+
+
+def bbox_accuracy(saliency: ArrayLike, boxes: Any) -> float:
+    """Bounding-box (localisation) accuracy, paper 004, Section 6.3: with ``n`` pixels inside the
+    box(es), the fraction ``m / n`` of the top-``n`` pixels of ``saliency`` that lie inside.
+    ``boxes``: one ``(x0, y0, x1, y1)``, a (K, 4) array or a bool (H, W) mask. 1 = the box is
+    exactly the top of the ranking, 0 = none of it; a constant map scores n / (H·W) (ties are
+    taken proportionally). The paper keeps images whose boxes cover under 33% of the image;
+    that selection is the caller's."""
+    s = _map2d(saliency)
+    region = box_mask(s.shape, boxes)
+    n = int(region.sum())
+    if n == 0:
+        raise ExplainerError("bbox_accuracy: the box covers no pixel of the map")
+    keep = reveal_masks(s, [n / s.size])[0]
+    return float(keep[region].sum() / n)
+
+
+# ---------------------------------------------------------------------------------------------
+# perturbation curves (deletion, insertion, KL)
+
+BASELINES = ("black", "blur", "mean", "grey")
+
+
+def baseline_image(x01: torch.Tensor, baseline: Any = "black", blur_sigma: Optional[float] = None) -> torch.Tensor:
+    """The image that removed pixels are replaced by, shaped like ``x01`` (B, 3, H, W):
+
+    - ``"black"`` (or the number 0): zeros, RISE's deletion substrate;
+    - ``"blur"``: ``x01`` blurred with σ = ``blur_sigma`` (None: side/16, the same reference as
+      :func:`m_f`; RISE used σ = 5 px at 224, i.e. side/45);
+    - ``"mean"``: the image's mean colour; ``"grey"``: 0.5;
+    - a number in [0, 1]: that grey level; a tensor broadcastable to ``x01``: itself.
+    """
+    from .methods.references import blur
+
+    if isinstance(baseline, torch.Tensor):
+        return baseline.to(x01.device, x01.dtype).expand_as(x01)
+    if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
+        return torch.full_like(x01, float(baseline))
+    if baseline == "black":
+        return torch.zeros_like(x01)
+    if baseline == "grey":
+        return torch.full_like(x01, 0.5)
+    if baseline == "mean":
+        return x01.mean(dim=(-2, -1), keepdim=True).expand_as(x01)
+    if baseline == "blur":
+        sigma = blur_sigma if blur_sigma is not None else min(x01.shape[-2:]) / 16.0
+        return blur(x01, sigma)
+    raise ExplainerError(f"unknown baseline {baseline!r}; use one of {', '.join(BASELINES)}, a grey level or an image tensor")
+
+
+def _image(clf: Any, x01: Any, s: np.ndarray) -> torch.Tensor:
+    x = torch.as_tensor(x01).float()
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    if x.dim() != 4 or x.shape[0] != 1:
+        raise ExplainerError(f"the image must be (3, H, W) or (1, 3, H, W), got {tuple(x.shape)}")
+    if tuple(x.shape[-2:]) != s.shape:
+        raise ExplainerError(f"the map is {s.shape}, the image {tuple(x.shape[-2:])}")
+    dev = getattr(clf, "device", None)
+    return x.to(dev) if isinstance(dev, torch.device) else x
+
+
+def _probs_fn(clf: Any, batch_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``x01 (B, 3, H, W) -> class probabilities (B, C)``."""
+    from .classifiers.base import Classifier
+
+    if isinstance(clf, Classifier):
+        return lambda x: clf.probabilities(x, batch_size=batch_size)
+    if callable(clf):
+        return lambda x: torch.cat([torch.as_tensor(clf(x[i : i + batch_size])) for i in range(0, x.shape[0], batch_size)])
+    raise ExplainerError("a metric needs a Classifier or a callable returning class probabilities")
+
+
+def _blend_curve(clf, x, keep: np.ndarray, ref: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Probabilities (S, C) of ``x·keep + ref·(1 − keep)`` for each of the S masks, in batches."""
+    if batch_size < 1:
+        raise ExplainerError("batch_size must be at least 1")
+    probs = _probs_fn(clf, batch_size)
+    out = []
+    with torch.no_grad():
+        for i in range(0, keep.shape[0], batch_size):
+            k = torch.from_numpy(keep[i : i + batch_size]).to(x.device, x.dtype).unsqueeze(1)
+            out.append(probs(x * k + ref * (1 - k)).float().cpu())
+    return torch.cat(out)
+
+
+def _fractions(steps: int) -> np.ndarray:
+    if int(steps) != steps or steps < 1:
+        raise ExplainerError(f"steps must be a positive integer, got {steps}")
+    return np.linspace(0.0, 1.0, int(steps) + 1)
+
+
+def deletion_curve(
+    clf: Any,
+    x01: Any,
+    saliency: ArrayLike,
+    target: int,
+    steps: int = 32,
+    baseline: Any = "black",
+    blur_sigma: Optional[float] = None,
+    batch_size: int = 64,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(fractions, p)``: the probability of ``target`` after the top ``fraction`` of the pixels
+    (by ``saliency``) are replaced by ``baseline`` (see :func:`baseline_image`; default black, as
+    RISE), for ``steps + 1`` evenly spaced fractions 0 … 1. ``p[0]`` is the image's probability."""
+    s = _map2d(saliency)
+    x = _image(clf, x01, s)
+    fr = _fractions(steps)
+    keep = 1.0 - reveal_masks(s, fr)
+    p = _blend_curve(clf, x, keep, baseline_image(x, baseline, blur_sigma), batch_size)
+    return fr, p[:, int(target)].numpy().astype(np.float64)
+
+
+def insertion_curve(
+    clf: Any,
+    x01: Any,
+    saliency: ArrayLike,
+    target: int,
+    steps: int = 32,
+    baseline: Any = "blur",
+    blur_sigma: Optional[float] = None,
+    batch_size: int = 64,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(fractions, p)``: the probability of ``target`` when only the top ``fraction`` of the
+    pixels are taken from the image and the rest from ``baseline`` (default: the blurred image,
+    as RISE). ``p[0]`` is the baseline's probability, ``p[-1]`` the image's. With the default
+    blur this is :func:`faithfulness_curve` (M_F's curve) at ``delta = 1/steps``."""
+    s = _map2d(saliency)
+    x = _image(clf, x01, s)
+    fr = _fractions(steps)
+    keep = reveal_masks(s, fr)
+    p = _blend_curve(clf, x, keep, baseline_image(x, baseline, blur_sigma), batch_size)
+    return fr, p[:, int(target)].numpy().astype(np.float64)
+
+
+def auc(fractions: ArrayLike, values: ArrayLike) -> float:
+    """Trapezoidal area under ``values`` over ``fractions`` (a curve on [0, 1] gives its mean height)."""
+    return float(np.trapezoid(np.asarray(values, dtype=np.float64), np.asarray(fractions, dtype=np.float64)))
+
+
+def deletion_auc(clf: Any, x01: Any, saliency: ArrayLike, target: int, steps: int = 32, baseline: Any = "black",
+                 blur_sigma: Optional[float] = None, batch_size: int = 64) -> float:
+    """Deletion AUC (RISE; paper 000, Sec. IV-B): area under :func:`deletion_curve`, in [0, 1].
+    Lower is better: the probability falls fast when the pixels the map ranks first go."""
+    return auc(*deletion_curve(clf, x01, saliency, target, steps, baseline, blur_sigma, batch_size))
+
+
+def insertion_auc(clf: Any, x01: Any, saliency: ArrayLike, target: int, steps: int = 32, baseline: Any = "blur",
+                  blur_sigma: Optional[float] = None, batch_size: int = 64) -> float:
+    """Insertion AUC (RISE): area under :func:`insertion_curve`, in [0, 1]. Higher is better."""
+    return auc(*insertion_curve(clf, x01, saliency, target, steps, baseline, blur_sigma, batch_size))
+
+
+def kl_curve(
+    clf: Any,
+    x01: Any,
+    saliency: ArrayLike,
+    fractions: Optional[Sequence[float]] = None,
+    baseline: Any = "black",
+    blur_sigma: Optional[float] = None,
+    batch_size: int = 64,
+) -> tuple[np.ndarray, np.ndarray]:
+    """VarSal's pixel-perturbation benchmark (paper 002, Section 4.4): ``(fractions, kl)`` with
+    ``kl[i]`` = KL(p(Y|x) ‖ p(Y|x̃_i)) in nats, where x̃_i has the *least* salient ``fractions[i]``
+    of the pixels set to zero ("we change pixel values of the input image to zero that correspond
+    to the least k% values in the saliency map"; zero in pixel space = black; ``baseline``
+    changes it, see :func:`baseline_image`). The whole predictive distribution is compared, so no
+    target is needed. Lower is better. Default fractions 0.1, 0.2, …, 0.9. The paper's control
+    is the same curve for a random map (:func:`random_map`)."""
+    s = _map2d(saliency)
+    x = _image(clf, x01, s)
+    fr = np.arange(1, 10) / 10.0 if fractions is None else np.asarray(fractions, dtype=np.float64).ravel()
+    if fr.size == 0 or np.any(fr < 0) or np.any(fr > 1):
+        raise ExplainerError("kl_curve: fractions must lie in [0, 1]")
+    keep = reveal_masks(s, 1.0 - fr)  # keep the top (1 − k), i.e. perturb the least salient k
+    q = _blend_curve(clf, x, keep, baseline_image(x, baseline, blur_sigma), batch_size).double()
+    p = _blend_curve(clf, x, np.ones((1, *s.shape)), x, batch_size).double()
+    eps = 1e-12
+    kl = (p * (torch.log(p.clamp_min(eps)) - torch.log(q.clamp_min(eps)))).sum(dim=1).clamp_min(0.0)
+    return fr, kl.numpy()
+
+
+def kl_auc(clf: Any, x01: Any, saliency: ArrayLike, **kwargs: Any) -> float:
+    """Mean of :func:`kl_curve` over its fractions (one number for tables). Lower is better."""
+    return float(np.mean(kl_curve(clf, x01, saliency, **kwargs)[1]))
+
+
+def random_map(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
+    """A uniformly random map (the control of paper 002's benchmark and a floor for every metric)."""
+    return np.random.default_rng(seed).random(tuple(shape))
+
+
+# ---------------------------------------------------------------------------------------------
+# MIP-IN's completeness (paper 004, Eq. 10-11): defined with the method, exposed here
+
+from .methods.mipin import apc, completeness, positive_apc  # noqa: E402
+
+__all__ = [
+    "apc", "auc", "baseline_image", "bbox_accuracy", "box_mask", "completeness", "deletion_auc", "deletion_curve",
+    "faithfulness_curve", "insertion_auc", "insertion_curve", "kl_auc", "kl_curve", "m_f", "m_i", "pointing_game",
+    "positive_apc", "random_map", "reveal_masks",
+]
