@@ -169,11 +169,12 @@ def test_compare_page_end_to_end(server, browser, tmp_path):
     d.save_screenshot(str(ARTIFACTS / "compare.png"))
     before = _captions(d)
 
-    # move the first up-front slider (PMI's K if present) and check only what depends on it changes
+    # move the controller's η slider (any value works; PMI's K needs a fitted PatchSampler per K)
+    # and check that only what depends on it changes
     from selenium.webdriver.common.action_chains import ActionChains
 
     # the slider's thumb is a visually hidden <input type="range"> (react-aria): focus it, press keys
-    slider = d.find_elements(By.CSS_SELECTOR, '[data-testid="stSlider"] input[type="range"], [data-testid="stSlider"] [role="slider"]')[0]
+    slider = d.find_element(By.CSS_SELECTOR, '[data-testid="stSlider"] input[type="range"][aria-label^="η"]')
     d.execute_script("arguments[0].focus();", slider)
     for _ in range(4):
         ActionChains(d).send_keys(Keys.ARROW_LEFT).perform()
@@ -187,3 +188,27 @@ def test_compare_page_end_to_end(server, browser, tmp_path):
     assert len(changed) < len(after), "every map changed: the slider should only affect its own method"
     assert sum("cached" in a for a in after) >= len(after) - len(changed) - 1
 
+
+def test_tour_page_every_step(server, browser):
+    """The teaching tour: open it from the navigation, walk every step with Next, each step's live
+    figures render and neither an exception nor an error shows."""
+    from selenium.webdriver.common.by import By
+
+    from ui.tour import STEPS
+
+    d = browser
+    d.get(server)
+    _wait(d, lambda: d.find_elements(By.XPATH, '//a[.//span[contains(., "Teaching tour")]]'), 90, what="the navigation")
+    _wait(d, lambda: _idle(d), 120, what="the first run")
+    d.find_element(By.XPATH, '//a[.//span[contains(., "Teaching tour")]]').click()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for k, step in enumerate(STEPS):
+        if k:
+            d.find_element(By.XPATH, '//button[.//p[text()="Next"]]').click()
+        heading = f'//*[@data-testid="stHeading"][contains(., "{step.title}")]'
+        _wait(d, lambda: d.find_elements(By.XPATH, heading) and d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot") and _idle(d),
+              300, what=f"tour step {k + 1}")
+        _no_exception(d)
+        errors = d.find_elements(By.CSS_SELECTOR, '[data-testid="stAlertContentError"]')
+        assert not errors, errors[0].text[:300]
+        d.save_screenshot(str(ARTIFACTS / f"tour_{k + 1}_{step.key}.png"))
