@@ -327,6 +327,18 @@ def _fractions(steps: int) -> np.ndarray:
     return np.linspace(0.0, 1.0, int(steps) + 1)
 
 
+def _ranked_curve(clf, x01, saliency, target, steps, baseline, blur_sigma, batch_size, delete: bool):
+    """The target's probability as the top fractions of the ranked pixels are taken from the
+    baseline (``delete``) or from the image (insertion), the rest from the other."""
+    s = _map2d(saliency)
+    x = _image(clf, x01, s)
+    fr = _fractions(steps)
+    revealed = reveal_masks(s, fr)
+    keep = 1.0 - revealed if delete else revealed
+    p = _blend_curve(clf, x, keep, baseline_image(x, baseline, blur_sigma), batch_size)
+    return fr, p[:, int(target)].numpy().astype(np.float64)
+
+
 def deletion_curve(
     clf: Any,
     x01: Any,
@@ -340,12 +352,7 @@ def deletion_curve(
     """``(fractions, p)``: the probability of ``target`` after the top ``fraction`` of the pixels
     (by ``saliency``) are replaced by ``baseline`` (see :func:`baseline_image`; default black, as
     RISE), for ``steps + 1`` evenly spaced fractions 0 … 1. ``p[0]`` is the image's probability."""
-    s = _map2d(saliency)
-    x = _image(clf, x01, s)
-    fr = _fractions(steps)
-    keep = 1.0 - reveal_masks(s, fr)
-    p = _blend_curve(clf, x, keep, baseline_image(x, baseline, blur_sigma), batch_size)
-    return fr, p[:, int(target)].numpy().astype(np.float64)
+    return _ranked_curve(clf, x01, saliency, target, steps, baseline, blur_sigma, batch_size, delete=True)
 
 
 def insertion_curve(
@@ -362,12 +369,7 @@ def insertion_curve(
     pixels are taken from the image and the rest from ``baseline`` (default: the blurred image,
     as RISE). ``p[0]`` is the baseline's probability, ``p[-1]`` the image's. With the default
     blur this is :func:`faithfulness_curve` (M_F's curve) at ``delta = 1/steps``."""
-    s = _map2d(saliency)
-    x = _image(clf, x01, s)
-    fr = _fractions(steps)
-    keep = reveal_masks(s, fr)
-    p = _blend_curve(clf, x, keep, baseline_image(x, baseline, blur_sigma), batch_size)
-    return fr, p[:, int(target)].numpy().astype(np.float64)
+    return _ranked_curve(clf, x01, saliency, target, steps, baseline, blur_sigma, batch_size, delete=False)
 
 
 def auc(fractions: ArrayLike, values: ArrayLike) -> float:
