@@ -1,14 +1,14 @@
 """Side by side: every method's maps for the chosen classifier, image and class, in one grid."""
-import io
+import functools
 
 import numpy as np
 import streamlit as st
 
 from explainers.core import METHODS, Explanation
 from explainers.errors import ExplainerError
-from explainers.viz import grid_png
 from ui import cache, grid, widgets
 from ui.sidebar import require
+
 
 st.title("Side by side")
 ctx = require()
@@ -44,12 +44,10 @@ for m in chosen:
         grid.draw_maps(r, image, cell, flow)
 
 if results:
-    panels = [(f"{r.meta['method']} · {k}", v, METHODS[r.meta["method"]].maps[k], METHODS[r.meta["method"]].units[k]) for r in results for k, v in r.maps.items()]
-    bundle = Explanation.combine(results)
+    # Both files are made on click (deferred), not on every rerun: drawing the PNG grid alone
+    # takes most of a second, which a slider move that hits the cache should not pay.
     c1, c2 = st.columns(2)
-    c1.download_button("Download the grid (PNG)", grid_png(image, panels), file_name="explanations.png", mime="image/png")
-    buf = io.BytesIO()
-    bundle.save(buf)
-    c2.download_button("Download all maps with settings (.npz)", buf.getvalue(), file_name="explanations.npz")
+    c1.download_button("Download the grid (PNG)", functools.partial(grid.export_png, image, results), file_name="explanations.png", mime="image/png")
+    c2.download_button("Download all maps with settings (.npz)", functools.partial(grid.export_npz, results), file_name="explanations.npz")
     with st.expander("Reproduce from the command line"):
-        st.code("\n".join(bundle.meta["commands"]), language="bash")
+        st.code("\n".join(Explanation.combine(results).meta["commands"]), language="bash")

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,7 +79,11 @@ def browser(tmp_path_factory):
                  "--disable-dev-shm-usage", "--window-size=1600,2400"):
         opts.add_argument(flag)
     opts.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium')}")
+    downloads = tmp_path_factory.mktemp("downloads")
+    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False})
     driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    driver.downloads = downloads
     driver.set_page_load_timeout(60)
     yield driver
     driver.quit()
@@ -187,6 +192,13 @@ def test_compare_page_end_to_end(server, browser, tmp_path):
     assert changed, "moving the slider changed no map"
     assert len(changed) < len(after), "every map changed: the slider should only affect its own method"
     assert sum("cached" in a for a in after) >= len(after) - len(changed) - 1
+
+    # the export is made on click (deferred): download it and check it holds every map
+    d.find_element(By.XPATH, '//button[.//p[contains(., "(.npz)")]]').click()
+    npz = _wait(d, lambda: [p for p in d.downloads.glob("*.npz")], 60, what="the .npz download")
+    with np.load(npz[0], allow_pickle=False) as z:
+        assert len([k for k in z.files if k != "meta"]) == expected
+    _no_exception(d)
 
 
 def test_tour_page_every_step(server, browser):

@@ -105,24 +105,27 @@ def test_slider_change_recomputes_only_the_method_it_belongs_to(at, calls):
     assert len(a.get("plotly_chart")) == _maps(FAST)
 
 
-def test_npz_export_reproduces_the_maps(at):
-    a = _open(at)
-    npz = next(d for d in a.get("download_button") if "npz" in d.proto.label)
-    # AppTest gives no download bytes; rebuild the bundle the way the page does and compare the
-    # engine's maps with what the export holds
-    from explainers.core import Explanation
+def test_exports_reproduce_the_maps(at):
+    """The page hands the download buttons ``ui.grid.export_npz`` / ``export_png`` (made on click);
+    AppTest gives no download bytes, so call them on the same results and check what they hold."""
+    from PIL import Image
 
-    results = [ui.cache.explanation(a.session_state["ctx"].model_id, "cpu", a.session_state["ctx"].png, m, (), None) for m in FAST]
-    buf = io.BytesIO()
-    Explanation.combine(results).save(buf)
-    buf.seek(0)
-    with np.load(buf, allow_pickle=False) as z:
+    import ui.grid
+
+    a = _open(at)
+    labels = [d.proto.label for d in a.get("download_button")]
+    assert any("npz" in x for x in labels) and any("PNG" in x for x in labels)
+    ctx = a.session_state["ctx"]
+    results = [ui.cache.explanation(ctx.model_id, "cpu", ctx.png, m, (), None) for m in FAST]
+    with np.load(io.BytesIO(ui.grid.export_npz(results)), allow_pickle=False) as z:
         meta = json.loads(str(z["meta"]))
         for r in results:
             for k, v in r.maps.items():
                 np.testing.assert_array_equal(z[f"{r.meta['method']}.{k}"], v)
     assert len(meta["commands"]) == len(FAST) and all("python -m explainers explain" in c for c in meta["commands"])
-    assert npz is not None
+    image = np.zeros((64, 64, 3), np.uint8)
+    png = Image.open(io.BytesIO(ui.grid.export_png(image, results)))
+    assert png.format == "PNG" and png.width > 4 * 200  # four panels a row
 
 
 def test_two_sessions_keep_their_own_image_and_maps(at):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+import io
 from typing import Any, Optional
 
 import numpy as np
@@ -9,6 +10,7 @@ import streamlit as st
 
 from explainers.core import METHODS, Explanation, get_method
 from explainers.errors import ExplainerError
+from explainers.viz import grid_png
 
 from . import cache, plots
 
@@ -101,3 +103,19 @@ def draw_maps(result: Explanation, image: np.ndarray, first, flow: Flow) -> None
         col.plotly_chart(plots.map_figure(image, arr, kind, unit, title, height=260), width="stretch", key=f"fig.{result.meta['method']}.{name}")
         cached = " · cached" if result.meta.get("cached") else ""
         col.caption(f"{unit} · range {arr.min():.3g} … {arr.max():.3g} · {result.meta['seconds']:.2f} s{cached}")
+
+
+def export_png(image: np.ndarray, results: list[Explanation]) -> bytes:
+    """The grid as one PNG: every map over the image with its title, unit and colour bar."""
+    panels = [
+        (f"{r.meta['method']} · {k}", v, METHODS[r.meta["method"]].maps[k], METHODS[r.meta["method"]].units[k])
+        for r in results for k, v in r.maps.items()
+    ]
+    return grid_png(image, panels)
+
+
+def export_npz(results: list[Explanation]) -> bytes:
+    """All maps with their settings, the format of ``explain --out`` (``Explanation.load`` reads it)."""
+    buf = io.BytesIO()
+    Explanation.combine(results).save(buf)
+    return buf.getvalue()
