@@ -171,6 +171,27 @@ def test_perturb_is_eq_1():
     torch.testing.assert_close(dssr.perturb(x, r, torch.zeros_like(m)), r)
 
 
+def test_the_fused_pair_is_eq_1_for_the_mask_and_its_complement():
+    """The loop's one-op form of Eq. 1 gives the literal (x_{r,m}, x_{r,1−m}), values and gradient."""
+    g = torch.Generator().manual_seed(4)
+    x, r = torch.rand(1, 3, 5, 6, generator=g), torch.rand(1, 3, 5, 6, generator=g)
+    m = torch.rand(1, 1, 5, 6, generator=g, requires_grad=True)
+    w = torch.rand(2, 3, 5, 6, generator=g)
+    got = dssr.perturb_pair(x, r, m)
+    (ga,) = torch.autograd.grad((got * w).sum(), m)
+    want = torch.cat([dssr.perturb(x, r, m), dssr.perturb(x, r, 1 - m)])
+    (gb,) = torch.autograd.grad((want * w).sum(), m)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(ga, gb)
+
+
+@pytest.mark.parametrize("variant", dssr.VARIANTS)
+def test_data_term_weights_are_eqs_2_to_5(variant):
+    fp, fd = torch.tensor(0.7), torch.tensor(0.2)
+    want = {"ssr": -fp, "sdr": fd, "dssr": fd - fp, "dssr+": fd - fp}[variant]
+    torch.testing.assert_close(dssr.data_term(variant, fp, fd), want)
+
+
 # ---------------------------------------------------------------------------------------------
 # the hand-made classifier
 
