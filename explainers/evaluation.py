@@ -87,13 +87,21 @@ def _target_for(clf, dataset, item, target: str) -> Optional[int]:
 
 
 def _sanity_spearman(clf, x, s, t, item, ctx: Context) -> float:
-    from .sanity import fully_randomised, similarity
+    from .sanity import NetworkFits, fully_randomised, needs_network_fit, similarity
 
     key = ("randomised", clf.id, ctx.seed)
     if key not in ctx.cache:
         ctx.cache.clear()  # one classifier per run
         ctx.cache[key] = fully_randomised(clf, ctx.seed)
-    r = explain(ctx.cache[key], x[0].cpu(), ctx.method, target=t, **ctx.params).maps[ctx.map_name]
+    rclf, params = ctx.cache[key], dict(ctx.params)
+    if needs_network_fit(ctx.method):
+        # MIP-IN has no per-image mode: a fit per network, the original's made the same way (the
+        # same images and seed, target class only), so only the weights differ (see sanity.py)
+        fits = ctx.cache.setdefault(("fits", clf.id, ctx.seed), NetworkFits(ctx.method, seed=ctx.seed))
+        params.pop("fit", None)
+        s = explain(clf, x[0].cpu(), ctx.method, target=t, **params, **fits.params(clf, t)).maps[ctx.map_name]
+        params.update(fits.params(rclf, t))
+    r = explain(rclf, x[0].cpu(), ctx.method, target=t, **params).maps[ctx.map_name]
     return similarity(s, r)["spearman"]
 
 

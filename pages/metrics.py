@@ -98,7 +98,7 @@ s_method = s1.selectbox("Method", options, index=options.index("gradcam") if "gr
 s_key = (ctx.model_id, ctx.device, hash(ctx.png), s_method, target)
 if s1.button("Run the sanity check", key="metrics.sanity.run",
              help="amortised methods (VarSal, distribution controller) fall back to their per-image optimisation on "
-                  "the randomised copies, which takes a while; MIP-IN needs a fit per network and reports so"):
+                  "the randomised copies, which takes a while; MIP-IN is fitted on each network (300 images, a few seconds)"):
     bar, clear = cache.st_progress("Randomising layer by layer")
     try:
         st.session_state["metrics.sanity.result"] = (s_key, plots_metrics.run_sanity(ctx.model_id, ctx.device, ctx.png, s_method, target, progress=bar))

@@ -111,3 +111,105 @@ def test_similarity_reference_values():
     assert np.isnan(sanity.similarity(a, np.zeros((20, 20)))["spearman"])
     with pytest.raises(ExplainerError):
         sanity.similarity(a, a[:5])
+
+
+# ---------------------------------------------------------------------------------------------
+# MIP-IN: no per-image mode, so the check fits it on every network (the original included)
+
+
+@pytest.fixture()
+def one_thread():
+    """Small fits: one thread is as fast, and the CPU is shared (restored afterwards)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def shapes_resnet():
+    from explainers import load_classifier
+    from explainers.classifiers import DEFAULT_CLASSIFIER
+    from explainers.data import load_dataset
+
+    try:
+        clf = load_classifier(DEFAULT_CLASSIFIER, device="cpu")
+    except ExplainerError as e:
+        pytest.skip(str(e))
+    return clf, load_dataset("shapes", "test", limit=1)[0]
+
+
+def test_mipin_is_refitted_on_every_network_and_its_map_falls_apart(shapes_resnet, one_thread):
+    from explainers import explain
+    from explainers.methods import mipin as M
+
+    clf, item = shapes_resnet
+    assert sanity.needs_network_fit("mipin") and not sanity.needs_network_fit("saliency")
+    res = sanity.cascading_randomisation(clf, item.image, "mipin", target=item.label, steps=3, fit_samples=200)
+    rho, ssim = res.spearman, res.ssim
+    assert res.steps[:2] == ["original", "classifier"] and len(rho) == len(ssim) == 4 and res.target == item.label
+    assert np.all(np.isfinite(rho)) and np.all(np.isfinite(ssim)) and rho[0] == 1.0 and ssim[0] == 1.0
+    assert res.as_dict()["fit"] == {"samples": 200, "seed": 0}
+    # Randomising only the logit layer leaves the features (and the forward-ReLU gates) as they were:
+    # with the original network's fit reused, the map would only be rescaled by the new logit, a
+    # Spearman of exactly +-1 at step 1. Each network's own fit gives another map.
+    assert abs(rho[1]) < 0.5 and ssim[1] < 0.5
+    assert np.all(np.abs(rho[1:]) < 0.6) and np.all(ssim[1:] < 0.6)
+    # the original map is MIP-IN's: its 200-image fit draws nearly the committed (6,000-image) fit's map
+    if M.fitted_paths(clf):
+        committed = explain(clf, item.image, "mipin", target=item.label).maps["attribution"]
+        assert sanity.similarity(res.maps[0], committed)["spearman"] > 0.8
+        assert not np.allclose(res.maps[0], committed, rtol=1e-3, atol=1e-6)  # but made with its own fit, like the steps
+
+
+def _files(root):
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+def test_mipin_check_leaves_the_model_and_the_fits_alone(shapes_resnet, one_thread, tmp_path, monkeypatch):
+    import tempfile
+
+    from explainers.methods import mipin as M
+    from explainers.training import ASSETS
+
+    clf, item = shapes_resnet
+    monkeypatch.setenv("EXPLAINERS_HOME", str(tmp_path / "home"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    before, committed, fits = _state(clf), _files(ASSETS / "explainers"), M.fitted_paths(clf)
+    progress = []
+    res = sanity.cascading_randomisation(clf, item.image, "mipin", steps=2, fit_samples=50,
+                                         progress=lambda d, t, m="": progress.append((d, t, m)))
+    assert len(res.steps) == 3 and np.all(np.isfinite(res.spearman))
+    after = clf.net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not clf.net.training and not any(p.requires_grad for p in clf.net.parameters())
+    assert all(not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks for m in clf.net.modules())
+    assert _files(ASSETS / "explainers") == committed and M.fitted_paths(clf) == fits
+    assert not (tmp_path / "home" / "fitted").exists()  # nothing in the user's fits, under any id
+    assert list((tmp_path / "tmp").iterdir()) == []  # the temporary fits are gone
+    assert any("fitting mipin" in m for _, _, m in progress) and progress[-1][:2] == (3, 3)
+
+
+def mipin_tiny(dataset=None) -> Classifier:
+    g = torch.Generator().manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 8), nn.ReLU(), nn.Linear(8, 3))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return Classifier("tiny-sanity-mipin", net, ["a", "b", "c"], (8, 8), dataset=dataset)
+
+
+def test_mipin_fits_on_given_pixels_and_says_what_it_needs(one_thread):
+    clf = mipin_tiny()
+    x = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(ExplainerError, match="fit_data"):  # no built-in dataset to fit on
+        sanity.cascading_randomisation(clf, x, "mipin", steps=1)
+    pixels = torch.rand(40, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    res = sanity.cascading_randomisation(clf, x, "mipin", target=1, fit_data=pixels, fit_samples=30)
+    assert res.steps == ["original", "5", "3", "0"] and np.all(np.isfinite(res.spearman)) and res.spearman[0] == 1.0
+    assert np.all(res.spearman[1:] < 0.9)
+    with pytest.raises(ExplainerError, match="leave it out"):  # a fit of one network cannot serve the cascade
+        sanity.cascading_randomisation(clf, x, "mipin", fit_data=pixels, fit="some/mipin.safetensors")
+    with pytest.raises(ExplainerError, match="fit_samples"):
+        sanity.cascading_randomisation(clf, x, "mipin", fit_data=pixels, fit_samples=0)
