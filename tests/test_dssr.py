@@ -482,25 +482,29 @@ N_IMAGES = 40
 
 
 @pytest.mark.slow
-def test_dssr_plus_points_at_the_object_and_its_top_pixels_matter_shapes_resnet():
+@pytest.mark.parametrize("ref, min_pointing", [("blur", 0.8), ("noise", 0.7)])
+def test_dssr_plus_points_at_the_object_and_its_top_pixels_matter_shapes_resnet(ref, min_pointing):
     """Paper 001, Section 4 (pointing game, Table 3; "the deletion of the highlighted pixels prevents
     the model from correctly predicting the object", Section 4.1) on the first 40 shapes test images,
-    with the paper's settings (DSSR+, λ = 10/(H·W), 300 Adam iterations at lr 0.1, scaled pools)
-    and the **blur** reference:
+    with the paper's settings (DSSR+, λ = 10/(H·W), 300 Adam iterations at lr 0.1, scaled pools):
 
     - pointing game (``metrics.pointing_game`` against the object's bounding box, the paper's
-      criterion): the mask's maximum is inside for at least 80% of the images (measured: 100%;
-      on the object's mask itself 85%);
+      criterion): the mask's maximum is inside for at least 80% of the images with the **blur**
+      reference (measured: 100%; on the object's mask itself 85%);
     - deleting the mask's top 10% pixels (replaced by the run's own reference) lowers the target's
       probability more than deleting a random 10% (mean of 4 random draws per image), both on
-      average and on at least 80% of the images (measured: drop 0.73 vs 0.03, on 100% of them).
+      average and on at least 80% of the images, with either reference (measured with blur: drop
+      0.73 vs 0.03, on 100% of the images; with noise: 0.82 vs 0.49, on 92.5%).
 
-    Why not the paper's uniform-noise reference (the default): this classifier reads U(0, 1) noise
-    as a star (p = 0.49) or a cross (0.41), so replacing *any* background with noise already lowers
-    a circle's or a square's probability and the deletion term spreads the mask over the background.
-    Measured with noise on the same 40 images: 77.5% of the maxima in the box (60% on the mask),
-    top-10% deletion drop 0.82 vs 0.49 for a random 10% (top > random on 92.5%). A grey reference
-    is in between (92.5% in the box; drop 0.74 vs 0.20, on 95%). About 4 s per image on one core.
+    With the paper's uniform-noise reference (the default) the pointing game gives 77.5%, and the
+    test holds it at 70%. The misses are the classifier's, not ties (every mask has a single
+    maximal pixel): this classifier reads U(0, 1) noise itself as a star (p = 0.49) or a cross
+    (0.41). For a star, the preserved image keeps p ≈ 0.98 with a mask covering 1–2% of the image
+    anywhere, so the mask has nothing to find and its maximum lands off the object on 5 of the 7
+    stars (the other 4 misses are among the 33 other images); replacing any background with noise
+    also lowers a circle's or a square's probability, so the deletion term spreads those masks over
+    the background. A grey reference is in between
+    (92.5% in the box; drop 0.74 vs 0.20, on 95%). About 4 s per image on one core.
     """
     from explainers.classifiers import load_classifier
     from explainers.data import load_dataset
@@ -510,11 +514,11 @@ def test_dssr_plus_points_at_the_object_and_its_top_pixels_matter_shapes_resnet(
     except ExplainerError as e:
         pytest.skip(str(e))
     ds = load_dataset("shapes", "test", limit=N_IMAGES)
-    cfg = dssr.DSSRConfig(reference="blur")
+    cfg = dssr.DSSRConfig(reference=ref)
     hits, drop_top, drop_rand = [], [], []
     _explain_and_delete(clf, ds, cfg, hits, drop_top, drop_rand)
     hits, drop_top, drop_rand = np.array(hits), np.array(drop_top), np.array(drop_rand)
-    assert hits.mean() >= 0.8, hits.mean()
+    assert hits.mean() >= min_pointing, hits.mean()
     assert drop_top.mean() > drop_rand.mean(), (drop_top.mean(), drop_rand.mean())
     assert (drop_top > drop_rand).mean() >= 0.8, (drop_top > drop_rand).mean()
 
