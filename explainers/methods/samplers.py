@@ -26,7 +26,7 @@ Fitted samplers are per data and per K (the PatchSampler's geometry is 3K×3K in
 Gaussian's dimension is 3·(3K)²): ``patchsampler.safetensors`` / ``gaussian.safetensors`` for the
 paper's K = 8, ``*_k{K}.safetensors`` for others (``--set K=4``), looked up in
 ``$EXPLAINERS_HOME/fitted/samplers/<data>/`` first, then in the committed
-``assets/explainers/samplers/<data>/`` (K = 8 for ``shapes``, ``digits`` and ``photos``). A
+``assets/explainers/samplers/<data>/`` (K = 8 for ``shapes``, ``digits`` and ``photos``; K = 4 for ``shapes``). A
 missing K is a one-line error naming the command that fits it; the other samplers work at any K.
 
 Borders: a neighbourhood that reaches past the image edge is completed by reflect padding (the
