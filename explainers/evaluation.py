@@ -97,7 +97,10 @@ def _sanity_spearman(clf, x, s, t, item, ctx: Context) -> float:
     if needs_network_fit(ctx.method):
         # MIP-IN has no per-image mode: a fit per network, the original's made the same way (the
         # same images and seed, target class only), so only the weights differ (see sanity.py)
-        fits = ctx.cache.setdefault(("fits", clf.id, ctx.seed), NetworkFits(ctx.method, seed=ctx.seed))
+        fkey = ("fits", clf.id, ctx.seed)
+        if fkey not in ctx.cache:
+            ctx.cache[fkey] = NetworkFits(ctx.method, seed=ctx.seed)
+        fits = ctx.cache[fkey]
         params.pop("fit", None)
         s = explain(clf, x[0].cpu(), ctx.method, target=t, **params, **fits.params(clf, t)).maps[ctx.map_name]
         params.update(fits.params(rclf, t))
