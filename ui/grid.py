@@ -1,8 +1,8 @@
 """The comparison grid: every method's maps for one image and class, each cell filled when ready."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 import io
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np

@@ -297,7 +297,7 @@ def run(clf: Classifier, x01: torch.Tensor, target: int, cfg: DSSRConfig, progre
     hist = torch.cat([torch.stack(losses)[:, None], torch.stack(scores), torch.stack(lams)[:, None]], dim=1).float()
     with torch.no_grad():
         mb = effective(m)
-        pair = perturb_pair(x, r, mb)
+        pair = pair_of(mb)
         pf = torch.softmax(clf.logits01(pair), dim=1)[:, target].float().cpu()
         pf0 = torch.softmax(clf.logits01(x), dim=1)[0, target].float().cpu()
         hist = hist.cpu().numpy()
