@@ -109,11 +109,40 @@ def cmd_fit(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from .data import load_dataset
+    from .evaluation import METRICS, default_out, evaluate, parse_metrics, plot_summary, summarise, summary_table
+    from .core import get_method
+    from .progress import tqdm_progress
+
+    metrics = parse_metrics(args.metric)
+    params = _parse_sets(args.set)
+    map_name = params.pop("map", None)
+    get_method(args.method)
+    clf = _load(args)
+    ds = load_dataset(args.data, args.split, limit=args.limit)
+    out = Path(args.out) if args.out else default_out(clf.id, args.data, args.split, args.method)
+    cb, close = tqdm_progress(f"evaluate {args.method}")
     try:
-        from .evaluation import run_cli
-    except ImportError:
-        raise ExplainerError("evaluate is not available in this version") from None
-    return run_cli(args)
+        rows = evaluate(clf, ds, args.method, metrics, out, params, map_name, args.limit, cb,
+                        target=getattr(args, "target", "label") or "label", seed=getattr(args, "seed", 0) or 0)
+    finally:
+        close()
+    summary = summarise(rows, metrics)
+    plot = getattr(args, "plot", None)
+    if plot:
+        plot_summary({args.method: summary}, metrics, Path(plot))
+    if args.json:
+        print(json.dumps({"model": clf.id, "method": args.method, "data": str(args.data), "split": args.split, "n": len(rows),
+                          "results": out.as_posix(), "metrics": summary}))
+    else:
+        print(f"{args.method} on {args.data}/{args.split} with {clf.id} ({len(rows)} images, rows in {out})")
+        print(summary_table({args.method: summary}, metrics))
+        missing = [m for m in metrics if not summary[m]["n"] and METRICS[m].needs_region]
+        if missing:
+            print(f"({', '.join(missing)}: n/a, the data has no boxes or masks)")
+        if plot:
+            print(f"plot: {plot}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from . import config
 from .classifiers.base import Classifier
 from .errors import ExplainerError
 
@@ -114,53 +115,11 @@ def register(spec: MethodSpec) -> MethodSpec:
 
 def make_config(method: str, **params: Any):
     """Build and validate a method's config from keyword values (strings accepted, as from the CLI)."""
-    spec = get_method(method)
-    fields = {f.name: f for f in dataclasses.fields(spec.config)}
-    unknown = sorted(set(params) - set(fields))
-    if unknown:
-        raise ExplainerError(
-            f"unknown parameter(s) {', '.join(unknown)} for method {method}; known: {', '.join(fields)}"
-        )
-    values = {k: _coerce(k, v, fields[k]) for k, v in params.items()}
-    try:
-        return spec.config(**values)
-    except (TypeError, ValueError) as e:
-        if isinstance(e, ExplainerError):
-            raise
-        raise ExplainerError(f"{method}: {e}") from None
-
-
-def _coerce(name: str, value: Any, f: dataclasses.Field) -> Any:
-    """Turn CLI strings into the field's type (int, float, bool, str, Optional[...])."""
-    if not isinstance(value, str):
-        return value
-    default = f.default if f.default is not dataclasses.MISSING else None
-    typ = str(f.type).replace("typing.", "")
-    if typ.startswith("Optional[") and value.lower() != "none":
-        typ = typ[len("Optional["):-1]  # Optional[int] -> int: a value was given
-    elif typ.endswith(" | None") and value.lower() != "none":
-        typ = typ[: -len(" | None")]
-    try:
-        if isinstance(default, bool) or typ.startswith("bool"):
-            if value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
-        if value.lower() == "none" and ("Optional" in typ or "None" in typ):
-            return None
-        if isinstance(default, int) or typ.startswith("int"):
-            return int(value)
-        if isinstance(default, float) or typ.startswith("float"):
-            return float(value)
-    except ValueError:
-        raise ExplainerError(f"parameter {name}: cannot read {value!r} as {typ}") from None
-    return value
+    return config.parse(get_method(method).config, params, owner=f"method {method}")
 
 
 def get_method(name: str) -> MethodSpec:
-    from . import methods  # noqa: F401  (registers the methods)
-
+    """The registered method ``name`` (the package's ``__init__`` imports the methods, which register)."""
     if name not in METHODS:
         raise ExplainerError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}")
     return METHODS[name]

@@ -17,14 +17,14 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from . import fitted
 from .core import Explanation, as_pixels, explain, image_digest, make_config
 
 CACHE_VERSION = 2  # bumped when a method's numbers change (2: DSSR+ with fused Eq. 1 and Adam)
 
 
 def cache_dir() -> Path:
-    home = Path(os.environ.get("EXPLAINERS_HOME", Path.home() / ".cache" / "explainers"))
-    return home / "results"
+    return fitted.home() / "results"
 
 
 def cache_key(model_id: str, image_sha: str, method: str, config: Any, target: int) -> str:

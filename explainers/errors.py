@@ -12,3 +12,11 @@ class ExplainerError(ValueError):
 
 class Cancelled(RuntimeError):
     """Raised from a progress callback to stop a long run; the engine lets it propagate."""
+
+
+def one_line(e: BaseException | str, limit: int = 160) -> str:
+    """An exception (or text) as one line of at most ``limit`` characters, for a user to read."""
+    text = " ".join(str(e).split())
+    if not text and isinstance(e, BaseException):
+        text = type(e).__name__
+    return text[:limit]

@@ -141,10 +141,6 @@ METRICS: dict[str, Metric] = {
 DEFAULT_METRICS = ("pointing", "deletion", "insertion", "m-f", "m-i", "bbox-accuracy", "kl")
 
 
-def register_metric(metric: Metric) -> None:
-    METRICS[metric.name] = metric
-
-
 def parse_metrics(text: str | Iterable[str]) -> list[str]:
     """``"pointing,deletion"`` or a list; ``all`` stands for every metric but the slower
     sanity / label-sensitivity ones (``all,sanity`` adds one)."""
@@ -355,44 +351,7 @@ def default_out(clf_id: str, data: str, split: str, method: str) -> Path:
     return Path("runs") / f"eval_{clf_id}_{Path(str(data)).name}_{split}_{method}.jsonl"
 
 
-def run_cli(args) -> int:
-    """``python -m explainers evaluate`` (see ``explainers/__main__.py`` for the arguments)."""
-    from .__main__ import _load, _parse_sets
-    from .data import load_dataset
-    from .progress import tqdm_progress
-
-    metrics = parse_metrics(args.metric)
-    params = _parse_sets(args.set)
-    map_name = params.pop("map", None)
-    get_method(args.method)
-    clf = _load(args)
-    ds = load_dataset(args.data, args.split, limit=args.limit)
-    out = Path(args.out) if args.out else default_out(clf.id, args.data, args.split, args.method)
-    cb, close = tqdm_progress(f"evaluate {args.method}")
-    try:
-        rows = evaluate(clf, ds, args.method, metrics, out, params, map_name, args.limit, cb,
-                        target=getattr(args, "target", "label") or "label", seed=getattr(args, "seed", 0) or 0)
-    finally:
-        close()
-    summary = summarise(rows, metrics)
-    plot = getattr(args, "plot", None)
-    if plot:
-        plot_summary({args.method: summary}, metrics, Path(plot))
-    if args.json:
-        print(json.dumps({"model": clf.id, "method": args.method, "data": str(args.data), "split": args.split, "n": len(rows),
-                          "results": out.as_posix(), "metrics": summary}))
-    else:
-        print(f"{args.method} on {args.data}/{args.split} with {clf.id} ({len(rows)} images, rows in {out})")
-        print(summary_table({args.method: summary}, metrics))
-        missing = [m for m in metrics if not summary[m]["n"] and METRICS[m].needs_region]
-        if missing:
-            print(f"({', '.join(missing)}: n/a, the data has no boxes or masks)")
-        if plot:
-            print(f"plot: {plot}")
-    return 0
-
-
 __all__ = [
     "Context", "DEFAULT_METRICS", "object_mask", "METRICS", "Metric", "default_out", "done_indices", "evaluate", "evaluate_item",
-    "parse_metrics", "plot_summary", "read_results", "register_metric", "run_cli", "summarise", "summary_table",
+    "parse_metrics", "plot_summary", "read_results", "summarise", "summary_table",
 ]

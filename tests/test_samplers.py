@@ -10,7 +10,7 @@ import torch
 
 from explainers.errors import Cancelled, ExplainerError
 from explainers.methods import samplers as S
-from explainers.training.store import save_fitted
+from explainers.fitted import save_fitted
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,7 +255,7 @@ def test_grey_data_gets_a_one_channel_sampler(tiny_images, monkeypatch, tmp_path
 
 def test_bad_fit_options_are_one_line_errors(tiny_images, tmp_path):
     P = tiny_images
-    with pytest.raises(ExplainerError, match="unknown option"):
+    with pytest.raises(ExplainerError, match="unknown parameter"):
         P.fit(None, "tiny", out_dir=str(tmp_path), bogus="1")
     with pytest.raises(ExplainerError, match="steps must be positive"):
         P.fit(None, "tiny", out_dir=str(tmp_path), steps="0")

@@ -304,7 +304,7 @@ def test_fit_resumes_from_checkpoint_to_the_same_weights(tiny_fit, tmp_path):
     from safetensors.torch import load_file
 
     from explainers.errors import Cancelled
-    from explainers.training.store import load_fitted
+    from explainers.fitted import load_fitted
     from explainers.training.varsal import fit
 
     def stop_at_5(done, total, message=""):

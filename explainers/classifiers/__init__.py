@@ -1,31 +1,14 @@
 """The classifier zoo: embedded models, torchvision ImageNet models, user checkpoints."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 
 from ..errors import ExplainerError
-from .base import Classifier, resolve_device
+from .base import Classifier, ClassifierEntry, resolve_device
 from .embedded import DEFAULT_CLASSIFIER, EMBEDDED, load_embedded
-
-
-@dataclass(frozen=True)
-class ClassifierEntry:
-    """One row of ``list_classifiers()``: what can be loaded, and why not when it cannot."""
-
-    id: str
-    title: str
-    family: str  # embedded | torchvision
-    available: bool
-    reason: str  # empty when available; otherwise one line saying how to make it available
-    dataset: Optional[str] = None
-    input_size: int = 0
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 def list_classifiers() -> list[ClassifierEntry]:

@@ -145,3 +145,19 @@ class Classifier:
 def sequential_layers(net: nn.Module) -> Sequence[nn.Module]:
     """Flat list of leaf modules in forward order, for nets built as ``nn.Sequential`` trees."""
     return [m for m in net.modules() if len(list(m.children())) == 0]
+
+
+@dataclass(frozen=True)
+class ClassifierEntry:
+    """One row of ``list_classifiers()``: what can be loaded, and why not when it cannot."""
+
+    id: str
+    title: str
+    family: str  # embedded | torchvision
+    available: bool
+    reason: str  # empty when available; otherwise one line saying how to make it available
+    dataset: Optional[str] = None
+    input_size: int = 0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)

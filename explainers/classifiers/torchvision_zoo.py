@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ExplainerError
-from .base import Classifier
+from ..errors import ExplainerError, one_line
+from .base import Classifier, ClassifierEntry
 
 MODELS = {
     "tv-vgg16": ("vgg16", "VGG16 (ImageNet)"),
@@ -69,7 +69,6 @@ def _reason(model_id: str) -> str:
 
 def entries():
     """One ``ClassifierEntry`` per model; looks at the disk only, never the network."""
-    from . import ClassifierEntry
 
     rows = []
     for mid, (_, title) in MODELS.items():
@@ -81,10 +80,6 @@ def entries():
 def _offline() -> bool:
     return os.environ.get("EXPLAINERS_OFFLINE", "") == "1"
 
-
-def _one_line(e: BaseException, limit: int = 160) -> str:
-    text = " ".join(str(e).split())
-    return (text or type(e).__name__)[:limit]
 
 
 def download(model_id: str, timeout: float = 30.0) -> Path:
@@ -109,7 +104,7 @@ def download(model_id: str, timeout: float = 30.0) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(url, str(path), match.group(1) if match else None, progress=False)
     except Exception as e:  # noqa: BLE001 - any network or disk failure becomes one line
-        raise ExplainerError(f"{model_id}: download failed ({type(e).__name__}: {_one_line(e, 80)}); {_reason(model_id)}") from None
+        raise ExplainerError(f"{model_id}: download failed ({type(e).__name__}: {one_line(e, 80)}); {_reason(model_id)}") from None
     finally:
         socket.setdefaulttimeout(old)
     return path
@@ -160,14 +155,14 @@ def load(model_id: str, device: torch.device) -> Classifier:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - corrupt file, or a pickle that is not plain tensors
-        raise ExplainerError(f"{model_id}: cannot read {path} ({type(e).__name__}: {_one_line(e, 100)})") from None
+        raise ExplainerError(f"{model_id}: cannot read {path} ({type(e).__name__}: {one_line(e, 100)})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ExplainerError(f"{model_id}: {path} is not a state dict of tensors")
     net = _build(arch)
     try:
         net.load_state_dict(_fix_keys(arch, state), strict=True, assign=True)
     except Exception as e:  # noqa: BLE001 - missing / unexpected keys, wrong shapes
-        raise ExplainerError(f"{model_id}: {path} does not match {arch} ({_one_line(e, 160)})") from None
+        raise ExplainerError(f"{model_id}: {path} does not match {arch} ({one_line(e, 160)})") from None
     left = [n for n, t in [*net.named_parameters(), *net.named_buffers()] if t.is_meta]
     if left:  # pragma: no cover - a tensor torchvision keeps out of the state dict
         raise ExplainerError(f"{model_id}: {path} does not set {left[0]}")

@@ -29,7 +29,7 @@ from typing import Optional
 
 import torch
 
-from ..errors import ExplainerError
+from ..errors import ExplainerError, one_line
 from .base import Classifier, resolve_device
 from .torchvision_zoo import IMAGENET_MEAN, IMAGENET_STD, build_bare
 
@@ -37,10 +37,6 @@ META_NAME = "explainers.json"  # TorchScript extra file
 META_KEY = "explainers"  # safetensors metadata key
 _CONTAINERS = ("state_dict", "model_state_dict", "model", "net", "module")
 
-
-def _one_line(e: BaseException, limit: int = 120) -> str:
-    text = " ".join(str(e).split())
-    return (text or type(e).__name__)[:limit]
 
 
 # -- reading files ------------------------------------------------------------------------------
@@ -90,7 +86,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
             meta = f.metadata() or {}
             state = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # noqa: BLE001 - a pickle renamed .safetensors, a truncated file ...
-        raise ExplainerError(f"{path.name}: not a readable safetensors file ({_one_line(e, 80)})") from None
+        raise ExplainerError(f"{path.name}: not a readable safetensors file ({one_line(e, 80)})") from None
     return _unwrap(state, path.name), _parse_meta(meta.get(META_KEY), path.name)
 
 
@@ -115,7 +111,7 @@ def _read_plain(path: Path) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as e:  # weights_only refused a global: code would have run
         raise ExplainerError(f"refusing to unpickle {path.name}: not a plain state dict ({_unpickling_reason(e)})") from None
     except Exception as e:  # noqa: BLE001 - truncated or corrupt files
-        raise ExplainerError(f"{path.name}: not a readable PyTorch checkpoint ({type(e).__name__}: {_one_line(e, 100)})") from None
+        raise ExplainerError(f"{path.name}: not a readable PyTorch checkpoint ({type(e).__name__}: {one_line(e, 100)})") from None
     return _unwrap(obj, path.name)
 
 
@@ -145,7 +141,7 @@ def _parse_meta(raw: Optional[str], name: str) -> dict:
             out["labels"] = [str(v) for v in meta["labels"]]
         return out
     except (ValueError, TypeError) as e:
-        raise ExplainerError(f"{name}: bad {META_KEY} metadata ({_one_line(e, 60)})") from None
+        raise ExplainerError(f"{name}: bad {META_KEY} metadata ({one_line(e, 60)})") from None
 
 
 # -- building ----------------------------------------------------------------------------------
@@ -195,7 +191,7 @@ def _build(arch: Optional[str], state: dict[str, torch.Tensor], name: str) -> tu
         net = build_bare(arch, num_classes=n, **_arch_kwargs(arch))
         net.load_state_dict(state, strict=True, assign=True)
     except (RuntimeError, ValueError, TypeError, KeyError) as e:
-        raise ExplainerError(f"{name} does not fit architecture {arch} ({_one_line(e, 140)})") from None
+        raise ExplainerError(f"{name} does not fit architecture {arch} ({one_line(e, 140)})") from None
     left = [k for k, t in [*net.named_parameters(), *net.named_buffers()] if t.is_meta]
     if left:
         raise ExplainerError(f"{name} does not fit architecture {arch} ({left[0]} is not in the file)")
@@ -208,7 +204,7 @@ def _probe(net: torch.nn.Module, size: tuple[int, int], name: str) -> int:
         with torch.no_grad():
             out = net(torch.zeros(1, 3, *size))
     except Exception as e:  # noqa: BLE001 - TorchScript raises its own error types
-        msg = _one_line(e, 100)
+        msg = one_line(e, 100)
         raise ExplainerError(f"{name}: the model fails on a 1x3x{size[0]}x{size[1]} image ({msg}); set input_size in {META_NAME}") from None
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 1:
         raise ExplainerError(f"{name}: the model must return logits of shape (batch, classes), not {type(out).__name__}"
@@ -241,7 +237,7 @@ def load_checkpoint(
                 warnings.simplefilter("ignore", FutureWarning)
                 net = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
         except Exception as e:  # noqa: BLE001
-            raise ExplainerError(f"{path.name}: not a loadable TorchScript file ({_one_line(e, 100)})") from None
+            raise ExplainerError(f"{path.name}: not a loadable TorchScript file ({one_line(e, 100)})") from None
         meta = _parse_meta(extra.get(META_NAME) or None, path.name)
         net.eval()
         n = _probe(net, meta.get("input_size", (224, 224)), path.name)

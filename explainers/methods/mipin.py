@@ -78,6 +78,7 @@ from torch import nn
 
 from ..classifiers.base import Classifier
 from ..core import MethodOutput, MethodSpec, register
+from .. import fitted
 from ..errors import ExplainerError
 
 FIT_NAME = "mipin"
@@ -692,9 +693,7 @@ class Fit:
 
 @functools.lru_cache(maxsize=8)
 def _load_fit(path: str, device: str) -> Fit:
-    from ..training.store import load_fitted
-
-    tensors, card = load_fitted(path, device="cpu")
+    tensors, card = fitted.load_fitted(path, device="cpu")
     tensors = unpack(tensors)
     stats: dict[int, dict] = {}
     for key, t in tensors.items():
@@ -742,13 +741,7 @@ def solved_params(fit: Fit, cls: int, lam: float) -> dict:
 
 def fitted_paths(clf: Classifier) -> list[Path]:
     """Candidate fits for ``clf``: the user's first, then the committed one."""
-    from ..training import fitted_dir, user_fitted_dir
-
-    out = []
-    for d in (user_fitted_dir(clf.id), fitted_dir(clf.id)):
-        if d is not None and (d / f"{FIT_NAME}.safetensors").exists() and (d / f"{FIT_NAME}.json").exists():
-            out.append(d / f"{FIT_NAME}.safetensors")
-    return out
+    return fitted.candidates(clf.id, f"{FIT_NAME}.safetensors")
 
 
 def fit_command(clf: Classifier) -> str:
@@ -978,18 +971,3 @@ register(
         needs_fit=True,
     )
 )
-
-
-def _fit(*args, **kwargs):
-    from ..training.mipin import fit
-
-    return fit(*args, **kwargs)
-
-
-def _register_fitter() -> None:
-    from ..training import Fitter, register_fitter
-
-    register_fitter(Fitter(FIT_NAME, fit=_fit, needs_model=True, help="MIP-IN's layer-wise inverses (Eq. 5–8), per class"))
-
-
-_register_fitter()

@@ -24,6 +24,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from ..batching import map_chunks
 from ..core import MethodOutput, MethodSpec, register
 from ..errors import ExplainerError
 from ..progress import report
@@ -164,21 +165,16 @@ def run(clf, x01: torch.Tensor, target: int, config: PMIConfig, progress=None) -
     # line 7 / Eq. 3: log of the MEAN probability over the N in-fills, accumulated in log space
     C = logp0.shape[0]
     acc = torch.full((P, C), -math.inf, dtype=torch.float64, device=device)
-    jobs, j, bs = P * N, 0, int(cfg.batch_size)
-    while j < jobs:
-        jj = torch.arange(j, min(j + bs, jobs), device=device)
+    def forward(lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+        jj = torch.arange(lo, hi, device=device)
         r, n = jj // N, jj % N
-        try:
-            lp = _forward_logp(clf, paste(x01, y0[r], x0[r], fills.take(r, n)))
-        except torch.cuda.OutOfMemoryError:
-            if bs == 1:
-                raise
-            bs = max(1, bs // 2)
-            torch.cuda.empty_cache()
-            continue
-        _logaddexp_rows(acc, r, lp)
-        j += len(jj)
-        report(progress, j, total, "classifier forwards")
+        return r, _forward_logp(clf, paste(x01, y0[r], x0[r], fills.take(r, n)))
+
+    def accumulate(lo: int, hi: int, out: tuple[torch.Tensor, torch.Tensor]) -> None:
+        _logaddexp_rows(acc, *out)
+        report(progress, hi, total, "classifier forwards")
+
+    map_chunks(P * N, int(cfg.batch_size), forward, accumulate)
     log_q = acc - math.log(N)  # ln p(c | x_\r), (P, C)
 
     # Eq. 4: PMI for every class (bits)
@@ -227,4 +223,3 @@ register(
 )
 
 # the PatchSampler's fitter (``python -m explainers fit --explainer patchsampler``)
-from ..training import patchsampler as _patchsampler_fitter  # noqa: E402,F401

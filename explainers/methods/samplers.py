@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import fitted
 from ..errors import ExplainerError
 from .references import blur as _blur
 from .references import reference
@@ -52,7 +53,7 @@ SAMPLERS = ("patchsampler", "gaussian", "blur", "mean", "noise", "constant")
 STOCHASTIC = ("patchsampler", "gaussian", "noise")
 LEVELS = 256  # grey levels per channel (8-bit pixels)
 DEFAULT_K = 8  # the K whose fitted files carry no suffix (the paper's default)
-_ROOT = Path(__file__).resolve().parents[2] / "assets" / "explainers" / "samplers"
+_ROOT = fitted.committed_dir("samplers")
 CHUNK = 64  # patches per sampler forward (fixed, so results never depend on the batch size)
 
 
@@ -247,13 +248,10 @@ def sampler_key(clf: Any) -> str:
 
 
 def _candidates(key: str) -> list[Path]:
-    from ..training import user_fitted_dir
-
     p = Path(key).expanduser()
     if p.is_dir():
         return [p]
-    dirs = [d for d in (user_fitted_dir(f"samplers/{key}"), _ROOT / key) if d is not None and d.is_dir()]
-    return dirs
+    return [d for d in fitted.search_dirs(f"samplers/{key}") if d.is_dir()]
 
 
 def fitted_name(kind: str, K: int) -> str:
@@ -282,9 +280,7 @@ def find_fitted(kind: str, key: str, K: int) -> Path:
 @functools.lru_cache(maxsize=16)
 def load_patchsampler(path: str, device: str) -> PatchSamplerNet:
     """The fitted PatchSampler at ``path`` on ``device`` (loaded once; never modified)."""
-    from ..training.store import load_fitted
-
-    tensors, card = load_fitted(path, device)
+    tensors, card = fitted.load_fitted(path, device)
     cfg = card["config"]
     net = PatchSamplerNet(int(cfg["K"]), int(cfg["channels"]), int(cfg["width"]), kernel2=int(cfg.get("kernel2", 0)))
     net.load_state_dict(tensors)
@@ -296,9 +292,7 @@ def load_patchsampler(path: str, device: str) -> PatchSamplerNet:
 
 @functools.lru_cache(maxsize=16)
 def load_gaussian(path: str, device: str) -> tuple[dict[str, torch.Tensor], dict]:
-    from ..training.store import load_fitted
-
-    tensors, card = load_fitted(path, device)
+    tensors, card = fitted.load_fitted(path, device)
     return tensors, card["config"]
 
 

@@ -44,7 +44,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..classifiers.base import Classifier
+from ..batching import with_oom_backoff
 from ..core import MethodOutput, MethodSpec, register
+from .. import fitted
 from ..errors import ExplainerError
 from ..progress import report
 from . import references, softtv
@@ -283,20 +285,13 @@ def likelihood(
 
 
 def fitted_path(clf: Classifier) -> Optional[Path]:
-    """The committed fit for ``clf`` if there is one, else the user's, else None."""
-    from ..training import fitted_dir, user_fitted_dir
-
-    for d in (fitted_dir(clf.id), user_fitted_dir(clf.id)):
-        if d is not None and (d / f"{FIT_NAME}.safetensors").exists():
-            return d / f"{FIT_NAME}.safetensors"
-    return None
+    """The user's fit for ``clf`` if there is one, else the committed one, else None."""
+    return fitted.find(clf.id, f"{FIT_NAME}.safetensors")
 
 
 @functools.lru_cache(maxsize=16)
 def _load_encoder(path: str, device: str) -> tuple[Encoder, dict]:
-    from ..training.store import load_fitted
-
-    tensors, card = load_fitted(path, device="cpu")
+    tensors, card = fitted.load_fitted(path, device="cpu")
     ec = card["config"]["encoder"]
     enc = Encoder(EncoderConfig(channels=tuple(ec["channels"]), width=float(ec["width"]), in_channels=int(ec["in_channels"]), stride=int(ec.get("stride", 1))))
     enc.load_state_dict(tensors)
@@ -395,22 +390,19 @@ def fit_one_image(
         k = draw_k(n, h * w, cfg.k_min, cfg.k_max, gen)
         with torch.no_grad():
             xbar = baselines(x01.expand(n, -1, -1, -1), draw_kinds(n, cfg.baseline, gen), gen, cfg.blur_sigma, cfg.noise_std, blurred)
-        while True:
-            try:
-                opt.zero_grad(set_to_none=True)
-                lik_total = 0.0
-                for i in range(0, n, bs):
-                    sl = slice(i, min(n, i + bs))
-                    s = mu + (0.5 * log_nu).exp() * z[sl]  # reparameterisation
-                    lik = likelihood(clf, x01.expand(s.shape[0], -1, -1, -1), log_p.expand(s.shape[0], -1), s, k[sl], xbar[sl], cfg.topk_eps, cfg.sinkhorn_iters)
-                    (lik.sum() / n).backward()
-                    lik_total += float(lik.detach().sum())
-                break
-            except torch.cuda.OutOfMemoryError:
-                if bs == 1:
-                    raise
-                bs = max(1, bs // 2)
-                torch.cuda.empty_cache()
+
+        def data_term(bs: int) -> float:  # the whole step again at half the batch on CUDA OOM
+            opt.zero_grad(set_to_none=True)
+            total = 0.0
+            for i in range(0, n, bs):
+                sl = slice(i, min(n, i + bs))
+                s = mu + (0.5 * log_nu).exp() * z[sl]  # reparameterisation
+                lik = likelihood(clf, x01.expand(s.shape[0], -1, -1, -1), log_p.expand(s.shape[0], -1), s, k[sl], xbar[sl], cfg.topk_eps, cfg.sinkhorn_iters)
+                (lik.sum() / n).backward()
+                total += float(lik.detach().sum())
+            return total
+
+        lik_total = with_oom_backoff(data_term, bs)
         kl = softtv.kl_to_prior(mu, log_nu, cfg.alpha)
         (beta * kl).backward()
         for group in opt.param_groups:  # cosine decay: large early steps, a settled map at the end
@@ -488,18 +480,3 @@ register(
         needs_fit=True,
     )
 )
-
-
-def _fit(*args, **kwargs):
-    from ..training.varsal import fit
-
-    return fit(*args, **kwargs)
-
-
-def _register_fitter() -> None:
-    from ..training import Fitter, register_fitter
-
-    register_fitter(Fitter(FIT_NAME, fit=_fit, needs_model=True, help="VarSal's amortised encoder (Appendix C)"))
-
-
-_register_fitter()

@@ -42,11 +42,12 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from ..batching import step_generator
 from ..classifiers.base import Classifier
 from ..errors import ExplainerError
 from ..methods import dcontrol as D
 from ..progress import report
-from .store import Checkpoint, load_fitted, save_fitted
+from ..fitted import Checkpoint, load_fitted, save_fitted, user_dir
 
 
 @dataclass(frozen=True)
@@ -135,10 +136,6 @@ def _tensors(source, split: str, clf: Classifier, limit: Optional[int]) -> tuple
     return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous().float().div_(255), ds.split
 
 
-def _step_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(int(seed) * 1_000_003 + int(step) + 1)
-
-
 def mask_loss(gen: D.MaskGenerator, clf: Classifier, x: torch.Tensor, opts: FitOptions, rng: torch.Generator) -> torch.Tensor:
     """Eq. 4 for a batch: CE of the classifier on ``φ(I, M)`` against its own predicted class."""
     with torch.no_grad():
@@ -177,10 +174,8 @@ def fit(
 ) -> Path:
     """Train the mask generator for ``clf`` on ``data`` (a built-in dataset name, an image folder,
     or a pixel tensor); returns the weights path."""
-    from . import user_fitted_dir
-
     opts = make_options(options)
-    out = Path(out_dir) if out_dir else user_fitted_dir(clf.id)
+    out = Path(out_dir) if out_dir else user_dir(clf.id)
     out.mkdir(parents=True, exist_ok=True)
     name = f"{D.FIT_NAME}-{opts.transformer}"
     weights = out / f"{name}.safetensors"
@@ -275,7 +270,7 @@ def fit(
             epoch = (step - opts.filter_steps) // per_epoch
             for g in opt.param_groups:
                 g["lr"] = opts.lr * 0.5 ** (epoch // opts.halve_every)
-            loss = mask_loss(gen, clf, x, opts, _step_generator(opts.seed, step, dev))
+            loss = mask_loss(gen, clf, x, opts, step_generator(opts.seed, step, dev))
             msg = f"epoch {epoch + 1}/{opts.epochs} CE {float(loss.detach()):.3f}"
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -47,7 +47,7 @@ from ..classifiers.base import Classifier
 from ..errors import ExplainerError
 from ..methods import mipin as M
 from ..progress import report
-from .store import load_fitted, save_fitted
+from ..fitted import load_fitted, save_fitted, user_dir
 
 
 @dataclass(frozen=True)
@@ -370,13 +370,12 @@ def _flat(stats: dict) -> dict[str, torch.Tensor]:
 def fit(clf: Classifier, data, out_dir: Optional[Union[str, Path]] = None, progress: Optional[Callable] = None, **options) -> Path:
     """The ``Fitter`` entry point: fit, write ``mipin.safetensors`` + ``mipin.json`` in ``out_dir``
     (default: the user's fitted folder for the classifier) and return the weights path."""
-    from . import user_fitted_dir
 
     if clf is None:
         raise ExplainerError("mipin fit needs --model")
     if data is None or data == "":
         raise ExplainerError(_needs_data(clf))
-    out = Path(out_dir) if out_dir else user_fitted_dir(clf.id)
+    out = Path(out_dir) if out_dir else user_dir(clf.id)
     ckpt = out / f"{M.FIT_NAME}.ckpt.safetensors"
     start = time.perf_counter()
     stats, info = fit_inverses(clf, data, options, progress, checkpoint=ckpt)

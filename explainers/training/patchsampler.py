@@ -32,11 +32,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import parse
 from ..errors import ExplainerError
 from ..methods.samplers import LEVELS, PatchSamplerNet, fitted_name, gaussian_from_moments, pad_mode
 from ..progress import report
-from . import Fitter, register_fitter, user_fitted_dir
-from .store import Checkpoint, save_fitted
+from ..fitted import Checkpoint, save_fitted, user_dir
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "stereo_motorcycle", "camera", "grass", "gravel", "brick", "coins")
 
@@ -213,15 +213,9 @@ def nll_bits(net: PatchSamplerNet, crops: torch.Tensor, batch: int = 256) -> flo
 # ---------------------------------------------------------------------------------------------
 def fit(clf, data: str, out_dir: Optional[str] = None, progress=None, **options) -> Path:
     """Train a PatchSampler (and fit the conditional Gaussian) on ``data``; returns the weights path."""
-    from ..core import _coerce
-
-    fields = {f.name: f for f in dataclasses.fields(PatchSamplerFitConfig)}
-    unknown = sorted(set(options) - set(fields))
-    if unknown:
-        raise ExplainerError(f"unknown option(s) {', '.join(unknown)} for patchsampler; known: {', '.join(fields)}")
-    cfg = PatchSamplerFitConfig(**{k: _coerce(k, v, fields[k]) for k, v in options.items()})
+    cfg = parse(PatchSamplerFitConfig, options, owner="patchsampler fit")
     key = data_key(str(data))
-    out = Path(out_dir) if out_dir else user_fitted_dir(f"samplers/{key}")
+    out = Path(out_dir) if out_dir else user_dir(f"samplers/{key}")
     out.mkdir(parents=True, exist_ok=True)
     K = cfg.K
     name = fitted_name("patchsampler", K)
@@ -368,13 +362,3 @@ def fit_gaussian(
         data=info["data"], key=info["key"], val_from=info["val_from"],
         val_bits_per_subpixel=round(joint, 4), val_marginal_bits_per_subpixel=round(marginal, 4),
     )
-
-
-register_fitter(
-    Fitter(
-        "patchsampler",
-        fit,
-        needs_model=False,
-        help="PatchSampler + conditional Gaussian for pmi-ig, fitted per dataset and patch size K",
-    )
-)

@@ -46,12 +46,13 @@ from typing import Callable, Optional
 
 import torch
 
+from ..batching import step_generator
 from ..classifiers.base import Classifier
 from ..errors import ExplainerError
 from ..methods import softtv
 from ..methods.varsal import BASELINES, FIT_NAME, Encoder, EncoderConfig, VarSalConfig, baselines, draw_k, draw_kinds, likelihood
 from ..progress import report
-from .store import Checkpoint, save_fitted
+from ..fitted import Checkpoint, save_fitted, user_dir
 
 
 @dataclass(frozen=True)
@@ -154,10 +155,6 @@ def _tensors(source: str, split: str, clf: Classifier, limit: Optional[int]) -> 
     return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), ds.split
 
 
-def _step_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(int(seed) * 1_000_003 + int(step) + 1)
-
-
 def _loss(enc: Encoder, clf: Classifier, x01: torch.Tensor, obj: VarSalConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, mean likelihood term, mean prior KL) for a batch: the negative ELBO of Eq. 5 (per image)."""
     B = x01.shape[0]
@@ -183,11 +180,10 @@ def fit(
     **options,
 ) -> Path:
     """Train the encoder for ``clf`` on ``data`` (built-in name or image folder); returns the weights path."""
-    from . import user_fitted_dir
 
     cfg = _make_config(options)
     obj = cfg.objective()
-    out = Path(out_dir) if out_dir else user_fitted_dir(clf.id)
+    out = Path(out_dir) if out_dir else user_dir(clf.id)
     out.mkdir(parents=True, exist_ok=True)
     weights = out / f"{FIT_NAME}.safetensors"
     dev = clf.device
@@ -252,7 +248,7 @@ def fit(
     step = start
     report(progress, step, cfg.steps, "VarSal encoder")
     for step in range(start, cfg.steps):
-        gen = _step_generator(cfg.seed, step, dev)
+        gen = step_generator(cfg.seed, step, dev)
         if cfg.schedule == "cosine":  # a function of the step alone, so a resumed run gets the same rates
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * 0.5 * (1.0 + math.cos(math.pi * step / cfg.steps))
@@ -283,7 +279,7 @@ def fit(
     if not weights.exists():  # steps already done by a previous run but nothing saved (cannot happen normally)
         save_fitted(weights, enc, config_dict(), **card(cfg.steps))
     else:  # refresh the card's history and time; the weights stay the best ones
-        from .store import load_fitted
+        from ..fitted import load_fitted
 
         _, old = load_fitted(weights)
         old.update(history=history, seconds=round(seconds, 1), cpu_seconds=round(cpu, 1), steps_run=cfg.steps)
