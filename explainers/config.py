@@ -49,7 +49,7 @@ def knob(
     """
     meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "min": min, "max": max,
             "step": step, "symbol": symbol, "auto": auto, "advanced": advanced}
-    return dataclasses.field(default=default, metadata={k: v for k, v in meta.items() if v not in (None, False, "")})
+    return dataclasses.field(default=default, metadata={k: v for k, v in meta.items() if not (v is None or v is False or v == "")})
 
 
 def fields(config: type) -> list[dataclasses.Field]:
@@ -87,7 +87,7 @@ def parse(config: type, params: dict[str, Any], owner: str = "") -> Any:
             routed[home[0]][k] = v
         else:
             known = [n for n in own if n not in inner] + [f.name for c in inner.values() for f in dataclasses.fields(c)]
-            raise ExplainerError(f"unknown parameter {k!r} for {owner}; known: {', '.join(known)}")
+            raise ExplainerError(f"unknown parameter {k!r} for {owner}; known: {', '.join(dict.fromkeys(known))}")
     for n, sub in routed.items():
         if sub or n not in values:
             base = values.get(n) or _default(own[n])
@@ -111,20 +111,22 @@ def _default(f: dataclasses.Field) -> Any:
 
 def coerce(name: str, value: Any, typ: Any, f: Optional[dataclasses.Field] = None) -> Any:
     """Read ``value`` as ``typ`` (int, float, bool, str, Optional[...], tuple); non-strings pass,
-    except that an int is accepted for a float field. Choices in the field's metadata are enforced."""
-    out = _read(name, value, typ)
+    except that an int is accepted for a float field. For an Optional field, "none", "" and the
+    field's ``auto`` word read as None. Choices in the field's metadata are enforced."""
+    out = _read(name, value, typ, f.metadata.get("auto") if f is not None else None)
     choices = f.metadata.get("choices") if f is not None else None
     if choices is not None and out is not None and out not in choices:
         raise ExplainerError(f"parameter {name}: {out!r} is not one of {', '.join(map(str, choices))}")
     return out
 
 
-def _read(name: str, value: Any, typ: Any) -> Any:
+def _read(name: str, value: Any, typ: Any, auto: Optional[str] = None) -> Any:
     origin, args = typing.get_origin(typ), typing.get_args(typ)
     optional = type(None) in args
     if optional:
         rest = [a for a in args if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "")):
+        nones = ("none", "", (auto or "none").lower())
+        if value is None or (isinstance(value, str) and value.strip().lower() in nones):
             return None
         typ = rest[0] if len(rest) == 1 else typ
         origin, args = typing.get_origin(typ), typing.get_args(typ)

@@ -7,6 +7,9 @@ the committed fits, and skip with a reason when those are missing.
 """
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import json
 import math
 
 import numpy as np
@@ -341,6 +344,21 @@ def test_bad_parameters_raise_explainer_error(params):
         make_config("dcontrol", **params)
 
 
+def test_registered_once_with_knobs_for_widgets():
+    from explainers.core import METHODS
+
+    importlib.import_module("explainers.methods.dcontrol.method")  # imported already: no second register
+    spec = METHODS["dcontrol"]
+    assert spec.config is D.DControlConfig and spec.run is D.run
+    for f in dataclasses.fields(D.DControlConfig):
+        assert f.metadata.get("help"), f.name
+        lo, hi = f.metadata.get("min"), f.metadata.get("max")
+        if f.default is not None and lo is not None and hi is not None:
+            assert lo <= f.default <= hi, f.name
+    assert D.DControlConfig.__dataclass_fields__["eta"].metadata["symbol"] == "η"
+    assert "1.5" in D.DControlConfig.__dataclass_fields__["eta"].metadata["help"]
+
+
 def test_missing_fits_raise_explainer_error():
     clf = tiny_cnn()
     with pytest.raises(ExplainerError, match="no fitted"):
@@ -353,10 +371,31 @@ def test_missing_fits_raise_explainer_error():
         D.controller_density(0.5, eta=-1)
 
 
-@pytest.mark.parametrize("opts", [{"transformer": "x"}, {"epochs": 0}, {"lr": -1.0}, {"batch_size": "a"}, {"bogus": 1}, {"p_blur": 2.0}])
-def test_bad_fit_options_raise_explainer_error(opts):
-    with pytest.raises(ExplainerError):
-        T.make_options({k: (str(v) if k != "bogus" else v) for k, v in opts.items()})
+@pytest.mark.parametrize(
+    "opts, message",
+    [
+        ({"transformer": "x"}, "not one of customised, basic"), ({"epochs": "0"}, "epochs must be an integer >= 1"),
+        ({"lr": "-1.0"}, "lr must be a positive number"), ({"batch_size": "a"}, "cannot read 'a' as int"),
+        ({"bogus": 1}, "unknown parameter 'bogus'"), ({"p_blur": "2.0"}, "p_blur must be in"),
+        ({"iterations": "5"}, "iterations is a setting of the explanation"), ({"eta": "0"}, "eta must be"),
+    ],
+)
+def test_bad_fit_options_raise_explainer_error(tmp_path, opts, message):
+    with pytest.raises(ExplainerError, match=message):
+        T.fit(tiny_cnn(), pixels(4, 16), out_dir=tmp_path, **opts)
+    assert not any(tmp_path.iterdir())  # refused before anything is written
+
+
+def test_fit_options_nest_the_methods_objective_knobs_and_keep_flat_names():
+    from explainers.config import parse
+
+    opts = parse(T.FitOptions, {"transformer": "basic", "eta": "2", "noise_std": "0.1", "lr": "0.02", "seed": "3", "limit": "100"}, "dcontrol fit")
+    assert opts.method == make_config("dcontrol", transformer="basic", eta=2.0, noise_std=0.1)  # lr, seed: the fit's own
+    assert opts.lr == 0.02 and opts.seed == 3 and opts.limit == 100 and opts.method.lr == 0.1
+    flat = T.FitOptions().flat()  # the names cards and checkpoints have always used
+    assert flat == dict(transformer="customised", eta=1.5, h=2.5, width=32, epochs=10, batch_size=64, lr=0.01, halve_every=3,
+                        filter_steps=100, filter_lr=0.01, limit=None, val_size=128, p_blur=0.5, blur_sigma=None, noise_std=0.2,
+                        checkpoint_every=25, seed=0, max_seconds=None)
 
 
 FIT_KW = dict(epochs=2, batch_size=8, filter_steps=3, width=8, val_size=8, checkpoint_every=2, lr=0.01)
@@ -368,6 +407,9 @@ def test_fit_writes_weights_and_card_and_explain_uses_them(tmp_path):
     path = T.fit(clf, x, out_dir=tmp_path, **FIT_KW)
     assert path.name == "dcontrol-customised.safetensors" and path.with_suffix(".json").exists()
     assert not (tmp_path / "dcontrol-customised.ckpt.safetensors").exists()
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["config"] == {**T.FitOptions().flat(), **FIT_KW}  # flat names, as the committed cards
+    assert card["command"].endswith("--set width=8 --set epochs=2 --set batch_size=8 --set filter_steps=3 --set val_size=8 --set checkpoint_every=2")
     res = explain(clf, x[0], "dcontrol", fit=str(path), target=2)
     assert res.meta["amortised"] is True and res.meta["trained_eta"] == 1.5 and res.meta["trained_transformer"] == "customised"
     assert res.maps["mask"].shape == (16, 16) and 0 < res.maps["mask"].min() and res.maps["mask"].max() < 1
@@ -376,6 +418,20 @@ def test_fit_writes_weights_and_card_and_explain_uses_them(tmp_path):
     mask, fine = D.masks_from_z(res.extras["z"], (16, 16), "customised", 1.5, 2.5, res.extras["v"])
     np.testing.assert_allclose(mask, res.maps["mask"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(fine, res.maps["mask_finetuned"], rtol=1e-5, atol=1e-6)
+
+
+def test_a_refit_in_place_is_loaded_afresh(tmp_path):
+    clf = tiny_cnn()
+    x = pixels(24, 16, seed=14)
+    kw = {**FIT_KW, "epochs": 1}
+    path = T.fit(clf, x, out_dir=tmp_path, **kw)
+    a, _ = D.load_generator(str(path), "cpu")
+    assert not a.training and not any(p.requires_grad for p in a.parameters())
+    assert D.load_generator(str(path), "cpu")[0] is a  # loaded once
+    T.fit(clf, x, out_dir=tmp_path, **{**kw, "seed": 1})
+    b, card = D.load_generator(str(path), "cpu")
+    assert b is not a and card["config"]["seed"] == 1
+    assert not all(torch.equal(u, v) for u, v in zip(a.state_dict().values(), b.state_dict().values()))
 
 
 def test_fit_resumes_from_a_checkpoint_to_the_same_weights(tmp_path):

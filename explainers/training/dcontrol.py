@@ -23,11 +23,14 @@ Training state (weights, optimiser, step) is checkpointed every ``checkpoint_eve
 Every step draws its randomness from a generator seeded by (seed, step), and the data order of an
 epoch from (seed, epoch), so a resumed run draws what an uninterrupted one would.
 
-Options (``--set key=value``): ``transformer`` (customised | basic), ``eta`` = 1.5, ``h`` = 2.5,
-``width`` = 32 (generator channels), ``epochs`` = 10, ``batch_size`` = 64, ``lr`` = 0.01,
-``halve_every`` = 3, ``filter_steps`` = 100, ``filter_lr`` = 0.01, ``limit`` = all, ``val_size`` = 128,
-``p_blur`` = 0.5, ``blur_sigma`` = None (side/16), ``noise_std`` = 0.2, ``checkpoint_every`` = 25,
-``seed`` = 0, ``max_seconds`` = None (stop early, keeping the best weights so far: for CPU budgets).
+Options (``--set key=value``, read by ``explainers.config.parse``): the objective's knobs are the
+method's own (:class:`~explainers.methods.dcontrol.DControlConfig`, nested as ``method``):
+``transformer`` (customised | basic), ``eta`` = 1.5, ``h`` = 2.5, ``p_blur`` = 0.5,
+``blur_sigma`` = None (side/16), ``noise_std`` = 0.2; the fit's own: ``width`` = 32 (generator
+channels), ``epochs`` = 10, ``batch_size`` = 64, ``lr`` = 0.01, ``halve_every`` = 3,
+``filter_steps`` = 100, ``filter_lr`` = 0.01, ``limit`` = None (all), ``val_size`` = 128,
+``checkpoint_every`` = 25, ``seed`` = 0, ``max_seconds`` = None (stop early, keeping the best
+weights so far: for CPU budgets). The card's ``config`` and the checkpoint keep the flat names.
 """
 from __future__ import annotations
 
@@ -35,48 +38,57 @@ import dataclasses
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
 from ..batching import step_generator
 from ..classifiers.base import Classifier
+from ..config import knob, parse
 from ..errors import ExplainerError
 from ..methods import dcontrol as D
+from ..methods.dcontrol import DControlConfig
 from ..progress import report
 from ..fitted import Checkpoint, load_fitted, save_fitted, user_dir
+
+# the method's knobs that the training objective uses (Eq. 1, 4, 6; Section 4's backgrounds)
+OBJECTIVE = ("transformer", "eta", "h", "p_blur", "blur_sigma", "noise_std")
+# the flat option names, in the order of the card's command line
+FLAT = ("transformer", "eta", "h", "width", "epochs", "batch_size", "lr", "halve_every", "filter_steps", "filter_lr",
+        "limit", "val_size", "p_blur", "blur_sigma", "noise_std", "checkpoint_every", "seed", "max_seconds")
 
 
 @dataclass(frozen=True)
 class FitOptions:
-    """See the module docstring."""
+    """The fit's options (see the module docstring); ``method`` holds the objective's knobs."""
 
-    transformer: str = "customised"
-    eta: float = 1.5
-    h: float = 2.5
-    width: int = 32
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 0.01
-    halve_every: int = 3
-    filter_steps: int = 100
-    filter_lr: float = 0.01
-    limit: Optional[int] = None
-    val_size: int = 128
-    p_blur: float = 0.5
-    blur_sigma: Optional[float] = None
-    noise_std: float = 0.2
-    checkpoint_every: int = 25
-    seed: int = 0
-    max_seconds: Optional[float] = None
+    method: DControlConfig = field(default_factory=DControlConfig, metadata={
+        "help": "the method's knobs the objective uses: transformer, eta, h, p_blur, blur_sigma, noise_std"})
+    width: int = knob(32, "channels of the mask generator (default 32)", min=1, max=256, step=1)
+    epochs: int = knob(10, "passes over the training images (paper: 10)", min=1, max=100, step=1)
+    batch_size: int = knob(64, "images per step (paper: 64)", min=1, max=512, step=1)
+    lr: float = knob(0.01, "Adam learning rate (paper: 1e-2)", min=1e-5, max=1.0)
+    halve_every: int = knob(3, "epochs between halvings of the learning rate (paper: 3)", min=1, max=100, step=1)
+    filter_steps: int = knob(100, "steps pretraining the feature filter's class embedding C (Appendix A.1; default 100)",
+                             min=0, max=10_000, step=10)
+    filter_lr: float = knob(0.01, "Adam learning rate of the class embedding (default 1e-2)", min=1e-5, max=1.0)
+    limit: Optional[int] = knob(None, "at most this many training images; empty = all", min=1, auto="all")
+    val_size: int = knob(128, "validation images, measured after every epoch (default 128)", min=1, max=10_000, step=1)
+    checkpoint_every: int = knob(25, "steps between checkpoints (default 25)", min=1, step=1, advanced=True)
+    seed: int = knob(0, "seed of the initialisation, data order and backgrounds (default 0)", min=0, step=1)
+    max_seconds: Optional[float] = knob(None, "stop after this many seconds, keeping the best weights; empty = no limit",
+                                        auto="no limit", advanced=True)
 
     def __post_init__(self) -> None:
-        if self.transformer not in D.TRANSFORMERS:
-            raise ExplainerError(f"dcontrol fit: transformer must be one of {', '.join(D.TRANSFORMERS)}, got {self.transformer!r}")
-        D.check_eta_h(self.eta, self.h)
+        if not isinstance(self.method, DControlConfig):
+            raise ExplainerError(f"dcontrol fit: method must be a DControlConfig, got {self.method!r}")
+        default = DControlConfig()
+        for f in dataclasses.fields(DControlConfig):
+            if f.name not in OBJECTIVE and getattr(self.method, f.name) != getattr(default, f.name):
+                raise ExplainerError(f"dcontrol fit: {f.name} is a setting of the explanation, not of the fit")
         for name in ("width", "epochs", "batch_size", "halve_every", "val_size", "checkpoint_every"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -89,39 +101,12 @@ class FitOptions:
                 raise ExplainerError(f"dcontrol fit: {name} must be a positive number, got {v!r}")
         if self.limit is not None and self.limit < 1:
             raise ExplainerError("dcontrol fit: limit must be at least 1")
-        if not 0.0 <= float(self.p_blur) <= 1.0:
-            raise ExplainerError("dcontrol fit: p_blur must be in [0, 1]")
-        if self.blur_sigma is not None and not self.blur_sigma >= 0:
-            raise ExplainerError("dcontrol fit: blur_sigma must be >= 0")
-        if not self.noise_std >= 0:
-            raise ExplainerError("dcontrol fit: noise_std must be >= 0")
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise ExplainerError("dcontrol fit: max_seconds must be > 0")
 
-
-_OPTIONAL = ("limit", "blur_sigma", "max_seconds")
-
-
-def make_options(options: dict) -> FitOptions:
-    fields = {f.name: f for f in dataclasses.fields(FitOptions)}
-    unknown = sorted(set(options) - set(fields))
-    if unknown:
-        raise ExplainerError(f"dcontrol fit: unknown option(s) {', '.join(unknown)}; known: {', '.join(fields)}")
-    vals = {}
-    for k, v in options.items():
-        if isinstance(v, str):
-            d = fields[k].default
-            try:
-                if k in _OPTIONAL and v.strip().lower() in ("", "none", "all"):
-                    v = None
-                elif k == "limit" or (isinstance(d, int) and not isinstance(d, bool)):
-                    v = int(v)
-                elif isinstance(d, float) or k in _OPTIONAL:
-                    v = float(v)
-            except ValueError:
-                raise ExplainerError(f"dcontrol fit: cannot read {k}={v!r}") from None
-        vals[k] = v
-    return FitOptions(**vals)
+    def flat(self) -> dict[str, Any]:
+        """The options under their flat names (as cards and checkpoints store them)."""
+        return {k: getattr(self.method if k in OBJECTIVE else self, k) for k in FLAT}
 
 
 def _tensors(source, split: str, clf: Classifier, limit: Optional[int]) -> tuple[torch.Tensor, str]:
@@ -136,16 +121,17 @@ def _tensors(source, split: str, clf: Classifier, limit: Optional[int]) -> tuple
     return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous().float().div_(255), ds.split
 
 
-def mask_loss(gen: D.MaskGenerator, clf: Classifier, x: torch.Tensor, opts: FitOptions, rng: torch.Generator) -> torch.Tensor:
-    """Eq. 4 for a batch: CE of the classifier on ``φ(I, M)`` against its own predicted class."""
+def mask_loss(gen: D.MaskGenerator, clf: Classifier, x: torch.Tensor, cfg: DControlConfig, rng: torch.Generator) -> torch.Tensor:
+    """Eq. 4 for a batch: CE of the classifier on ``φ(I, M)`` against its own predicted class
+    (the controller and backgrounds from the method's knobs ``cfg``)."""
     with torch.no_grad():
         feats, logits = D.capture(clf, x, gen.plan)
         feats = {k: v.detach() for k, v in feats.items()}
         c = logits.argmax(1)
-        a = D.backgrounds(x, rng, opts.p_blur, opts.blur_sigma, opts.noise_std)
+        a = D.backgrounds(x, rng, cfg.p_blur, cfg.blur_sigma, cfg.noise_std)
     img = D.generator_image(clf, x) if gen.plan["mode"] == "vector" else None
     z = D.instance_normalise(gen(feats, c, img))
-    m = D.upsample(D.apply_controller(z, opts.transformer, opts.eta, opts.h), clf.input_size)
+    m = D.upsample(D.apply_controller(z, cfg.transformer, cfg.eta, cfg.h), clf.input_size)
     return F.cross_entropy(clf.logits01(D.composite(x, m, a)).float(), c)
 
 
@@ -174,10 +160,10 @@ def fit(
 ) -> Path:
     """Train the mask generator for ``clf`` on ``data`` (a built-in dataset name, an image folder,
     or a pixel tensor); returns the weights path."""
-    opts = make_options(options)
+    opts = parse(FitOptions, options, owner="dcontrol fit")
     out = Path(out_dir) if out_dir else user_dir(clf.id)
     out.mkdir(parents=True, exist_ok=True)
-    name = f"{D.FIT_NAME}-{opts.transformer}"
+    name = f"{D.FIT_NAME}-{opts.method.transformer}"
     weights = out / f"{name}.safetensors"
     dev = clf.device
 
@@ -206,7 +192,7 @@ def fit(
     stage = "filter" if opts.filter_steps > 0 else "main"
     if ckpt.exists():
         extra = json.loads(ckpt.meta.read_text()).get("extra", {})
-        same = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(opts))).items() if k != "max_seconds"}
+        same = {k: v for k, v in json.loads(json.dumps(opts.flat())).items() if k != "max_seconds"}
         if {k: v for k, v in extra.get("options", {}).items() if k != "max_seconds"} != same or extra.get("plan") != plan:
             raise ExplainerError(f"dcontrol fit: a checkpoint with other settings is in {out}; remove {ckpt.tensors.name} to start afresh")
         stage = extra["stage"]
@@ -221,13 +207,13 @@ def fit(
         gen.eval()
         with torch.no_grad():
             rng = torch.Generator(device=dev).manual_seed(val_seed)
-            losses = [float(mask_loss(gen, clf, xva[i : i + opts.batch_size], opts, rng)) * len(xva[i : i + opts.batch_size]) for i in range(0, len(xva), opts.batch_size)]
+            losses = [float(mask_loss(gen, clf, xva[i : i + opts.batch_size], opts.method, rng)) * len(xva[i : i + opts.batch_size]) for i in range(0, len(xva), opts.batch_size)]
         gen.train()
         return sum(losses) / len(xva)
 
     def card(done: int) -> dict:
-        default = FitOptions()
-        sets = " ".join(f"--set {k}={v}" for k, v in dataclasses.asdict(opts).items() if v != getattr(default, k))
+        default = FitOptions().flat()
+        sets = " ".join(f"--set {k}={v}" for k, v in opts.flat().items() if v != default[k])
         return {
             "model": clf.id,
             "dataset": str(data) if not isinstance(data, torch.Tensor) else "tensor",
@@ -270,7 +256,7 @@ def fit(
             epoch = (step - opts.filter_steps) // per_epoch
             for g in opt.param_groups:
                 g["lr"] = opts.lr * 0.5 ** (epoch // opts.halve_every)
-            loss = mask_loss(gen, clf, x, opts, step_generator(opts.seed, step, dev))
+            loss = mask_loss(gen, clf, x, opts.method, step_generator(opts.seed, step, dev))
             msg = f"epoch {epoch + 1}/{opts.epochs} CE {float(loss.detach()):.3f}"
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -284,24 +270,23 @@ def fit(
             history.append({"step": step, "epoch": round((step - opts.filter_steps) / per_epoch, 3), "val_ce": round(vloss, 5), "seconds": round(seconds, 1)})
             if vloss < best:
                 best = vloss
-                save_fitted(weights, gen, {**dataclasses.asdict(opts)}, **card(step))
+                save_fitted(weights, gen, opts.flat(), **card(step))
             msg += f" · val {vloss:.3f} (best {best:.3f})"
         if step % opts.checkpoint_every == 0 and step < total:
             ckpt.save(gen, opt, step, best=best, history=history, seconds=seconds, stage=stage,
-                      options=dataclasses.asdict(opts), plan=plan)
+                      options=opts.flat(), plan=plan)
         report(progress, step, total, msg)
         if out_of_time and step < total:
             stopped_early = True  # keep a checkpoint: the same command with a larger max_seconds goes on
             ckpt.save(gen, opt, step, best=best, history=history, seconds=seconds, stage=stage,
-                      options=dataclasses.asdict(opts), plan=plan)
+                      options=opts.flat(), plan=plan)
             break
     if not weights.exists():
-        save_fitted(weights, gen, {**dataclasses.asdict(opts)}, **card(step))
+        save_fitted(weights, gen, opts.flat(), **card(step))
     else:  # refresh the card's history and time; the weights stay the best ones
         _, old = load_fitted(weights)
         old.update(history=history, seconds=round(seconds, 1), steps_run=step, stopped_early=stopped_early)
         weights.with_suffix(".json").write_text(json.dumps(old, indent=2, sort_keys=True, default=str))
     if not stopped_early:
         ckpt.remove()
-    D.load_generator.cache_clear()
     return weights
