@@ -6,6 +6,8 @@ embedded classifiers and their committed fits, and skip with a reason when those
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -381,6 +383,38 @@ def test_streaming_statistics_equal_one_big_batch():
         torch.testing.assert_close(small[k].get("e", torch.zeros(1)), big[k].get("e", torch.zeros(1)), rtol=1e-4, atol=1e-6)
 
 
+def test_a_chunk_out_of_gpu_memory_is_refitted_in_halves_with_the_same_result(monkeypatch):
+    clf = tiny_cnn(seed=3)
+    x = pixels(20, (8, 8), seed=4)
+    ref, _ = T.fit_inverses(clf, x, {"batch_size": 8, "positions": 9})
+    real, sizes = T._batch, []
+
+    def tight(clf, plan, k, params, classes, acc, x01, i0, opts):
+        sizes.append(x01.shape[0])
+        if x01.shape[0] > 4:  # as if the GPU held at most 4 images
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        real(clf, plan, k, params, classes, acc, x01, i0, opts)
+
+    monkeypatch.setattr(T, "_batch", tight)
+    got, _ = T.fit_inverses(clf, x, {"batch_size": 8, "positions": 9})
+    assert 8 in sizes and max(s for s in sizes if s <= 4) == 4
+    plan = M.get_plan(clf)
+    for k in ref:
+        a, b = (M.solve_stage(plan.stages[k].kind, s[k], 0.001) for s in (ref, got))
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)
+
+
+def test_fit_options_go_through_the_shared_parser():
+    assert T._options({"lam": "0.01", "forward_relu": "off", "limit": "all", "classes": "all", "positions": "0"}) == \
+        T.MIPINFitOptions(lam=0.01, forward_relu=False, limit=None, classes=None, positions=0)
+    assert T._options({"limit": "", "classes": "none"}) == T.MIPINFitOptions()
+    meta = {f.name: f.metadata for f in dataclasses.fields(T.MIPINFitOptions)}
+    assert all(m.get("help") for m in meta.values()) and meta["lam"]["symbol"] == "λ"
+    meta = {f.name: f.metadata for f in dataclasses.fields(M.MIPINConfig)}
+    assert all(m.get("help") for m in meta.values()) and meta["lam"]["symbol"] == "λ" and "0.001" in meta["lam"]["help"]
+
+
 def test_fit_resumes_from_its_checkpoint(tmp_path):
     clf = tiny_mlp(seed=4)
     x = pixels(20, (6, 6), seed=5)
@@ -494,8 +528,11 @@ def test_bad_parameters_raise_explainer_error(cnn_fit, tmp_path):
     retrained = tiny_cnn(seed=9)  # same layers, other weights: the fit is stale
     with pytest.raises(ExplainerError, match="other weights"):
         explain(retrained, x[0], "mipin", target=0, fit=str(path))
-    for opts in ({"batch_size": "0"}, {"positions": -1}, {"lam": "-0.1"}, {"unknown": 1}, {"forward_relu": "perhaps"}, {"limit": "0"}):
-        with pytest.raises(ExplainerError):
+    for opts, message in [({"batch_size": "0"}, "batch_size must be at least 1"), ({"positions": -1}, "positions must be >= 0"),
+                          ({"lam": "-0.1"}, "lam must be a non-negative number"), ({"limit": "0"}, "limit must be at least 1"),
+                          ({"unknown": 1}, "unknown parameter 'unknown' for mipin fit; known: lam, conv_lam"),
+                          ({"forward_relu": "perhaps"}, "cannot read 'perhaps'"), ({"positions": "many"}, "cannot read 'many'")]:
+        with pytest.raises(ExplainerError, match=message):
             T.fit(clf, x, out_dir=tmp_path, **opts)
     with pytest.raises(ExplainerError, match="--data"):
         T.fit(clf, None, out_dir=tmp_path)

@@ -38,32 +38,39 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
 
+from ..batching import map_chunks
 from ..classifiers.base import Classifier
+from ..config import knob, parse
 from ..errors import ExplainerError
+from ..fitted import load_fitted, save_fitted, user_dir
 from ..methods import mipin as M
 from ..progress import report
-from ..fitted import load_fitted, save_fitted, user_dir
 
 
 @dataclass(frozen=True)
 class MIPINFitOptions:
-    """See the module docstring."""
+    """See the module docstring. Read with :func:`explainers.config.parse`; ``all`` also reads as
+    None (every class, every image) for ``classes`` and ``limit``."""
 
-    lam: float = 0.001
-    conv_lam: float = 0.1
-    forward_relu: bool = True
-    classes: Optional[str] = None
-    limit: Optional[int] = None
-    positions: int = 64
-    batch_size: int = 64
-    split: str = "train"
-    seed: int = 0
-    max_memory_gb: float = 8.0
+    lam: float = knob(0.001, "λ, ridge of the dense and global-pooling inverses (Eq. 6; paper: 0.001)", min=0.0, symbol="λ")
+    conv_lam: float = knob(0.1, "ridge of the convolutions' normal equations, in units of the patches' covariance "
+                           "(default 0.1; the paper fits convolutions by SGD instead)", min=0.0)
+    forward_relu: bool = knob(True, "gate the training signals by the forward ReLU (Algorithm 1, lines 14–15; default on)")
+    classes: Optional[str] = knob(None, "target classes to fit, e.g. 0,3 (indices or names); empty = all "
+                                  "(Algorithm 1 fits one inverse network per class)", auto="all")
+    limit: Optional[int] = knob(None, "at most this many training images; empty = all", min=1, auto="all")
+    positions: int = knob(64, "pixels sampled per image for each convolution's normal equations; 0 = every position "
+                          "(default 64)", min=0, step=1)
+    batch_size: int = knob(64, "images per forward pass (halved on CUDA out-of-memory; default 64)", min=1, step=1)
+    split: str = knob("train", "split of a built-in dataset to fit on (default train)")
+    seed: int = knob(0, "seed of the sampled positions (default 0)", min=0, step=1)
+    max_memory_gb: float = knob(8.0, "refuse a fit whose statistics would need more memory, in GB (default 8)",
+                                min=0.0, advanced=True)
 
     def __post_init__(self) -> None:
         for name in ("lam", "conv_lam"):
@@ -81,34 +88,10 @@ class MIPINFitOptions:
 
 
 def _options(options: dict) -> MIPINFitOptions:
-    fields = {f.name: f for f in dataclasses.fields(MIPINFitOptions)}
-    unknown = sorted(set(options) - set(fields))
-    if unknown:
-        raise ExplainerError(f"mipin fit: unknown option(s) {', '.join(unknown)}; known: {', '.join(fields)}")
-    vals = {}
-    for k, v in options.items():
-        if isinstance(v, str):
-            low = v.strip().lower()
-            try:
-                if k == "forward_relu":
-                    if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                        raise ValueError
-                    v = low in ("1", "true", "yes", "on")
-                elif k in ("lam", "conv_lam", "max_memory_gb"):
-                    v = float(v)
-                elif k in ("limit",):
-                    v = None if low in ("", "none", "all") else int(v)
-                elif k in ("positions", "batch_size", "seed"):
-                    v = int(v)
-                elif k == "classes":
-                    v = None if low in ("", "none", "all") else v
-            except ValueError:
-                raise ExplainerError(f"mipin fit: cannot read {k}={v!r}") from None
-        vals[k] = v
-    try:
-        return MIPINFitOptions(**vals)
-    except TypeError as e:
-        raise ExplainerError(f"mipin fit: {e}") from None
+    """The options through the shared parser (``all`` = None for ``classes`` and ``limit``)."""
+    vals = {k: None if k in ("classes", "limit") and isinstance(v, str) and v.strip().lower() == "all" else v
+            for k, v in options.items()}
+    return parse(MIPINFitOptions, vals, "mipin fit")
 
 
 def _classes(opts: MIPINFitOptions, clf: Classifier) -> list[int]:
@@ -156,16 +139,13 @@ class _Source:
         n = self.tensor.shape[0] if self.tensor is not None else len(self.ds)
         return n if self.limit is None else min(n, self.limit)
 
-    def batches(self, batch_size: int) -> Iterator[tuple[int, torch.Tensor]]:
-        n = len(self)
-        for i in range(0, n, batch_size):
-            j = min(n, i + batch_size)
-            if self.tensor is not None:
-                x = self.tensor[i:j]
-            else:
-                x = torch.stack([self._pixels(item.image) for item in self.ds[i:j]])
-            yield i, x.to(self.clf.device)
-
+    def pixels(self, lo: int, hi: int) -> torch.Tensor:
+        """Images ``lo`` to ``hi`` (exclusive) on the classifier's device."""
+        if self.tensor is not None:
+            x = self.tensor[lo:hi]
+        else:
+            x = torch.stack([self._pixels(item.image) for item in self.ds[lo:hi]])
+        return x.to(self.clf.device)
 
     def _pixels(self, img) -> torch.Tensor:
         h, w = self.clf.input_size
@@ -310,7 +290,6 @@ def fit_inverses(
                 stats.setdefault(int(stage[1:]), {})[n] = t
             seconds = dict(card.get("seconds", {}))
     params = {k: M.solve_stage(plan.stages[k].kind, v, opts.lam) for k, v in stats.items()}
-    net = clf.net
     done_batches = 0
     for k in todo:
         if k in stats:
@@ -319,10 +298,13 @@ def fit_inverses(
             continue
         start = time.perf_counter()
         acc = [_moments_for(plan, k, clf.device) for _ in classes]
-        for i0, x01 in src.batches(opts.batch_size):
-            _batch(clf, net, plan, k, params, classes, acc, x01, i0, opts)
-            done_batches += 1
-            report(progress, done_batches, total, f"layer {k}: {plan.stages[k].label}")
+        # a chunk that runs out of GPU memory is retried at half the size: the moments merge exactly
+        # and the sampled positions are seeded per image, so the result does not change
+        map_chunks(len(src), opts.batch_size,
+                   lambda lo, hi: _batch(clf, plan, k, params, classes, acc, src.pixels(lo, hi), lo, opts),
+                   lambda lo, hi, _: report(progress, done_batches + -(-hi // opts.batch_size), total,
+                                            f"layer {k}: {plan.stages[k].label}"))
+        done_batches += n_batches
         # round-trip through the stored precision, so the layers below are fitted with exactly the
         # inverses that will be loaded (and a resumed fit is identical to an uninterrupted one)
         stats[k] = _stored(_solve(plan, k, acc, opts), clf.device)
@@ -335,27 +317,15 @@ def fit_inverses(
     return stats, info
 
 
-def _batch(clf, net, plan, k, params, classes, acc, x01, i0, opts) -> None:
-    """One batch into stage k's moments; on CUDA out-of-memory, the batch is split in halves
-    (the moments merge exactly, so the result does not change)."""
-    try:
-        with torch.no_grad():
-            rec = M.forward_record(net, plan, clf.normalize(x01))
-            y = rec.logits[:, classes].T.float()  # (C, B): S_L = Y_c (Algorithm 1, line 1)
-            if k == len(plan.stages) - 1:
-                S = y[..., None]
-            else:
-                S = y[..., None]
-                for j in range(len(plan.stages) - 1, k, -1):
-                    S = M.inverse_step(plan, j, params.get(j, {}), S, rec, bias=True, gate=opts.forward_relu)
-            _accumulate(plan, k, acc, S, rec, i0, opts)
-    except torch.cuda.OutOfMemoryError:
-        if x01.shape[0] == 1:
-            raise
-        torch.cuda.empty_cache()
-        h = x01.shape[0] // 2
-        _batch(clf, net, plan, k, params, classes, acc, x01[:h], i0, opts)
-        _batch(clf, net, plan, k, params, classes, acc, x01[h:], i0 + h, opts)
+def _batch(clf, plan, k, params, classes, acc, x01, i0, opts) -> None:
+    """One batch into stage k's moments: X_k against S_{k+1}, the target logits inverted down
+    through the inverses already fitted above k."""
+    with torch.no_grad():
+        rec = M.forward_record(clf.net, plan, clf.normalize(x01))
+        S = rec.logits[:, classes].T.float()[..., None]  # (C, B, 1): S_L = Y_c (Algorithm 1, line 1)
+        for j in range(len(plan.stages) - 1, k, -1):
+            S = M.inverse_step(plan, j, params.get(j, {}), S, rec, bias=True, gate=opts.forward_relu)
+        _accumulate(plan, k, acc, S, rec, i0, opts)
 
 
 def _stored(d: dict, device) -> dict:
@@ -390,6 +360,5 @@ def fit(clf: Classifier, data, out_dir: Optional[Union[str, Path]] = None, progr
     for p in (ckpt, ckpt.with_suffix(".json")):
         if p.exists():
             p.unlink()
-    M._load_fit.cache_clear()
-    M._solved.cache_clear()
+    M.clear_fit_cache()
     return path
