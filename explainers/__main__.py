@@ -1,4 +1,4 @@
-"""The command line: ``python -m explainers {models,predict,explain,fit,evaluate} ...``.
+"""The command line: ``python -m explainers {models,predict,explain,fit,evaluate,cache} ...``.
 
 Exit code 0 on success; 2 with one line on stderr for bad input (an ``ExplainerError``, a bad
 argument); never a traceback for the user's mistakes.
@@ -145,6 +145,25 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _size(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
+def cmd_cache(args) -> int:
+    from . import diskcache
+
+    if args.clear:
+        n, freed = diskcache.clear()
+        print(f"{diskcache.cache_dir()}: removed {n} entries ({_size(freed)})")
+        return 0
+    info = diskcache.cache_info()
+    print(f"folder:  {info['folder']}")
+    print(f"entries: {info['entries']}")
+    print(f"size:    {_size(info['bytes'])} ({info['bytes']} bytes)")
+    print(f"cap:     {_size(info['max_bytes'])} ({info['max_bytes']} bytes; set {diskcache.MAX_BYTES_ENV} to change it)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="python -m explainers", description="Explain image classifiers.")
     sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -198,6 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default=None, metavar="FILE.png", help="also save a plot of the means with 95%% CIs")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("cache", help="show or clear the disk cache of explanations")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--info", action="store_true", help="the folder, its entries and size, and the cap")
+    what.add_argument("--clear", action="store_true", help="remove every cached explanation")
+    p.set_defaults(func=cmd_cache)
     return ap
 
 

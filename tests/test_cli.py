@@ -83,3 +83,23 @@ def test_module_entry_point_in_a_subprocess(tmp_path):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
     ok = subprocess.run([sys.executable, "-m", "explainers", "models"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert ok.returncode == 0 and "shapes-resnet" in ok.stdout
+
+
+def test_cache_info_and_clear(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EXPLAINERS_HOME", str(tmp_path))
+    monkeypatch.setenv("EXPLAINERS_CACHE_MAX_BYTES", "5M")
+    entry = tmp_path / "results" / "rise" / "0123.npz"
+    entry.parent.mkdir(parents=True)
+    entry.write_bytes(b"x" * 1000)
+    code, out, _ = run(["cache", "--info"], capsys)
+    assert code == 0
+    assert str(tmp_path / "results") in out and "entries: 1" in out and "1000 bytes" in out and "5000000 bytes" in out
+    code, out, _ = run(["cache", "--clear"], capsys)
+    assert code == 0 and "removed 1 entries" in out and not entry.exists()
+    assert "entries: 0" in run(["cache", "--info"], capsys)[1]
+    for args in (["cache"], ["cache", "--info", "--clear"], ["cache", "--size"]):
+        code, _, err = run(args, capsys)
+        assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    monkeypatch.setenv("EXPLAINERS_CACHE_MAX_BYTES", "lots")
+    code, _, err = run(["cache", "--info"], capsys)
+    assert code == 2 and "EXPLAINERS_CACHE_MAX_BYTES" in err and err.count("\n") == 1

@@ -10,8 +10,10 @@ at ``input_size``. ``pixels(image)`` gives it, ``logits01(x)`` normalises and ru
 """
 from __future__ import annotations
 
+import hashlib
+import weakref
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import torch
@@ -62,6 +64,30 @@ class Classifier:
     def num_classes(self) -> int:
         return len(self.labels)
 
+    def weights_digest(self) -> str:
+        """A digest of the network's state dict (parameters and buffers, bytes in key order), for
+        cache keys. Hashed once, and again only when a tensor is replaced or written in place (torch's
+        version counters move on ``no_grad`` writes, ``load_state_dict`` and optimiser steps; a write
+        through ``.data`` bypasses them, so change weights without ``.data``)."""
+        try:
+            state = self.net.state_dict(keep_vars=True)
+        except TypeError:  # pragma: no cover - modules without keep_vars
+            state = self.net.state_dict()
+        try:
+            stamp = [(k, weakref.ref(t), t.data_ptr(), t._version) for k, t in state.items()]
+        except RuntimeError:  # inference-mode tensors keep no version counter: hash every time
+            stamp = None
+        cached = self.__dict__.get("_weights_digest")
+        if stamp and cached and cached[0] is self.net and cached[1] and _same_stamp(cached[1], stamp):
+            return cached[2]
+        h = hashlib.sha256()
+        for k, t in state.items():
+            h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(_tensor_bytes(t))
+        digest = h.hexdigest()[:16]
+        self.__dict__["_weights_digest"] = (self.net, stamp, digest)
+        return digest
+
     # -- preprocessing --------------------------------------------------------------------------
     def pixels(self, image: Image.Image) -> torch.Tensor:
         """PIL image -> float tensor (3, H, W) in [0, 1] at ``input_size`` (on the CPU)."""
@@ -97,7 +123,7 @@ class Classifier:
         return (x01 - mean) / std
 
     def transform(self, image: Image.Image) -> torch.Tensor:
-        """PIL image -> normalised tensor (C, H, W), as DESIGN.md's ``.transform``."""
+        """PIL image -> normalised tensor (C, H, W), the public interface's ``.transform``."""
         return self.normalize(self.pixels(image).unsqueeze(0))[0]
 
     # -- inference ------------------------------------------------------------------------------
@@ -142,9 +168,21 @@ class Classifier:
         return t
 
 
-def sequential_layers(net: nn.Module) -> Sequence[nn.Module]:
-    """Flat list of leaf modules in forward order, for nets built as ``nn.Sequential`` trees."""
-    return [m for m in net.modules() if len(list(m.children())) == 0]
+def _same_stamp(old: list, new: list) -> bool:
+    return len(old) == len(new) and all(
+        a[0] == b[0] and a[1]() is b[1]() is not None and a[2:] == b[2:] for a, b in zip(old, new)
+    )
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    t = t.detach()
+    if t.is_quantized:  # pragma: no cover - no quantized model in the zoo
+        t = t.dequantize()
+    t = t.to("cpu").contiguous().reshape(-1)
+    try:
+        return t.view(torch.uint8).numpy().tobytes()
+    except (RuntimeError, TypeError):  # pragma: no cover - exotic dtypes: their float64 values
+        return t.double().numpy().tobytes()
 
 
 @dataclass(frozen=True)
