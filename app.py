@@ -11,7 +11,7 @@ from ui import sidebar
 st.set_page_config(page_title="Explainer explorer", page_icon=":material/visibility:", layout="wide")
 
 HERE = Path(__file__).parent
-# (file, title, icon); pages whose file is not there yet are skipped, so each method lands on its own.
+# (file, title, icon). Every file must exist: a renamed or deleted page stops the app with its name.
 PAGES = [
     ("pages/home.py", "Image & prediction", ":material/home:"),
     ("pages/compare.py", "Side by side", ":material/grid_view:"),
@@ -25,11 +25,10 @@ PAGES = [
     ("pages/tour.py", "Teaching tour", ":material/school:"),
 ]
 
-pages = [
-    st.Page(str(HERE / f), title=t, icon=i, default=(k == 0))
-    for k, (f, t, i) in enumerate(PAGES)
-    if (HERE / f).exists()
-]
+missing = [f for f, _, _ in PAGES if not (HERE / f).exists()]
+if missing:
+    raise FileNotFoundError(f"app.py lists pages that do not exist: {', '.join(missing)}")
+pages = [st.Page(str(HERE / f), title=t, icon=i, default=(k == 0)) for k, (f, t, i) in enumerate(PAGES)]
 page = st.navigation(pages)
 sidebar.render()
 page.run()

@@ -1,11 +1,9 @@
 """Class vs class: the PMI maps of two classes side by side and their difference (Fig. 5, 20)."""
 import streamlit as st
 
-from explainers.errors import ExplainerError
 from explainers.methods.pmi import pmi_map
-from ui import cache, plots, plots_pmi
-from ui.sidebar import require
-from ui.widgets import target_picker
+from ui import page, plots
+from ui.widgets import pmi_controls, target_picker
 
 st.title("Class vs class")
 st.caption(
@@ -14,26 +12,16 @@ st.caption(
     "PMI(A) − PMI(B) = log₂ [p(A|x) / p(B|x)] − log₂ [p(A|x without the patch) / p(B|x without the patch)]: "
     "red pixels favour A over B."
 )
-ctx = require()
-try:
-    clf = cache.classifier(ctx.model_id, ctx.device)
-    seen = plots_pmi.to_uint8(clf.pixels(cache.decode_image(ctx.png)).numpy())
-    top = cache.predict(ctx.model_id, ctx.device, ctx.png, 5)
-except ExplainerError as e:
-    st.error(str(e))
-    st.stop()
+pc = page.prologue()
+clf, seen = pc.clf, pc.seen
 
-params = plots_pmi.pmi_controls(clf.input_size, key="cvc")
+params = pmi_controls(clf.input_size, key="cvc")
 ca, cb = st.columns(2)
 with ca:
-    a = target_picker(top, key="cvc.a", label="Class A", index=0)
+    a = target_picker(pc.top, key="cvc.a", label="Class A", index=0)
 with cb:
-    b = target_picker(top, key="cvc.b", label="Class B", index=1)
-try:
-    res = plots_pmi.pmi_result(ctx, params, "PMI for every class")
-except ExplainerError as e:
-    st.error(str(e))
-    st.stop()
+    b = target_picker(pc.top, key="cvc.b", label="Class B", index=1)
+res = page.explain_or_stop(pc, "pmi-ig", params, label="PMI for every class")
 
 pa, pb = pmi_map(res.extras, a), pmi_map(res.extras, b)
 la, lb = clf.labels[a], clf.labels[b]

@@ -1,29 +1,19 @@
 """Side by side: every method's maps for the chosen classifier, image and class, in one grid."""
 import functools
 
-import numpy as np
 import streamlit as st
 
-from explainers.core import METHODS, Explanation
-from explainers.errors import ExplainerError
-from ui import cache, grid, widgets
-from ui.sidebar import require
-
+from explainers.core import Explanation
+from ui import grid, page, widgets
 
 st.title("Side by side")
-ctx = require()
-try:
-    clf = cache.classifier(ctx.model_id, ctx.device)
-    top = cache.predict(ctx.model_id, ctx.device, ctx.png, 5)
-    image = (clf.pixels(cache.decode_image(ctx.png)).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-except ExplainerError as e:
-    st.error(str(e))
-    st.stop()
+pc = page.prologue()
+image = pc.seen
 
 methods = grid.available_methods()
 head = st.columns([1, 3])
 with head[0]:
-    target = widgets.target_picker(top)
+    target = widgets.target_picker(pc.top)
     chosen = st.multiselect("Methods", methods, default=methods, key="compare.methods")
 with head[1]:
     params = grid.knob_values(chosen)
@@ -38,7 +28,7 @@ flow = grid.Flow(columns=4)
 for m in chosen:
     cell = flow.next()
     with cell:
-        r = grid.run_cell(ctx.model_id, ctx.device, ctx.png, m, params[m], target)
+        r = grid.run_cell(pc.model_id, pc.device, pc.png, m, params[m], target)
     if r is not None:
         results.append(r)
         grid.draw_maps(r, image, cell, flow)

@@ -3,9 +3,8 @@ import numpy as np
 import streamlit as st
 
 from explainers.errors import ExplainerError
-from explainers.methods.dcontrol import GENERATORS, TRANSFORMERS, apply_controller, masks_from_z
-from ui import cache, plots, plots_dcontrol
-from ui.sidebar import require
+from explainers.methods.dcontrol import GENERATORS, TRANSFORMERS, DControlConfig, apply_controller, masks_from_z
+from ui import page, plots, plots_dcontrol
 from ui.widgets import target_picker
 
 st.title("Distribution controller")
@@ -16,36 +15,23 @@ st.caption(
     "trained with the classification loss alone (Eq. 4). **Fine-tuning** (Section 3.3) multiplies each score "
     "by q_max − q_i, how much probability is still missing when the pixels ranked above it are kept."
 )
-ctx = require()
-try:
-    clf = cache.classifier(ctx.model_id, ctx.device)
-    image = cache.decode_image(ctx.png)
-    seen = plots_dcontrol.to_uint8(clf.pixels(image).numpy())
-    top = cache.predict(ctx.model_id, ctx.device, ctx.png, 5)
-except ExplainerError as e:
-    st.error(str(e))
-    st.stop()
+pc = page.prologue()
+clf, seen = pc.clf, pc.seen
+d = DControlConfig()
 
 c1, c2, c3 = st.columns([1, 1, 2])
-transformer = c1.radio("Transformer", TRANSFORMERS, key="dc.transformer", horizontal=True,
+transformer = c1.radio("Transformer", TRANSFORMERS, index=list(TRANSFORMERS).index(d.transformer), key="dc.transformer", horizontal=True,
                        help="the controller the generator was trained with (a fit per transformer)")
-generator = c2.selectbox("Generator", GENERATORS, key="dc.generator",
+generator = c2.selectbox("Generator", GENERATORS, index=list(GENERATORS).index(d.generator), key="dc.generator",
                          help="auto: the fitted generator if there is one, else a per-image optimisation")
 with c3:
-    cls = target_picker(top, key="dc.class", label="Explain the class (top 5)")
-params = {k: v for k, v in {"transformer": transformer, "generator": generator}.items() if v != {"transformer": "customised", "generator": "auto"}[k]}
+    cls = target_picker(pc.top, key="dc.class", label="Explain the class (top 5)")
+params = {k: v for k, v in {"transformer": transformer, "generator": generator}.items() if v != getattr(d, k)}
 
-bar, clear = cache.st_progress("Distribution controller")
-try:
-    res = cache.explanation(ctx.model_id, ctx.device, ctx.png, "dcontrol", cache.frozen(params), cls, _progress=bar)
-except ExplainerError as e:
-    clear()
-    st.error(str(e))
-    st.stop()
-clear()
+res = page.explain_or_stop(pc, "dcontrol", params, cls, "Distribution controller")
 m = res.meta
-trained_eta = float(m.get("trained_eta") or 1.5)
-trained_h = float(m.get("trained_h") or 2.5)
+trained_eta = float(m.get("trained_eta") or d.eta)
+trained_h = float(m.get("trained_h") or d.h)
 
 s1, s2 = st.columns(2)
 basic = transformer == "basic"
@@ -57,8 +43,7 @@ try:
     mask, fine = masks_from_z(res.extras["z"], clf.input_size, transformer, eta, h, res.extras["v"])
     coarse = apply_controller(np.asarray(res.extras["z"], dtype=np.float64), transformer, eta, h)
 except ExplainerError as e:
-    st.error(str(e))
-    st.stop()
+    page.stop(e)
 
 label = clf.labels[cls]
 left, right = st.columns(2)

@@ -1,10 +1,8 @@
 """DSSR+ (paper 001): a fine-grained mask optimised for this image, and its ablations SSR, SDR, DSSR."""
 import streamlit as st
 
-from explainers.errors import ExplainerError
 from explainers.methods.dssr import REFERENCES, VARIANTS, DSSRConfig
-from ui import cache, plots, plots_dssr
-from ui.sidebar import require
+from ui import page, plots, plots_dssr
 from ui.widgets import target_picker
 
 st.title("DSSR+ · smallest supporting and deletion region")
@@ -15,23 +13,17 @@ st.caption(
     "(Eq. 4), **DSSR+** adds a max-pool regulariser that favours compact regions and perturbs with the "
     "average-pooled mask m̄ (Eq. 5). DSSR(+) use a two-stage λ: smaller while f(preserved) ≤ θ."
 )
-ctx = require()
-try:
-    clf = cache.classifier(ctx.model_id, ctx.device)
-    top = cache.predict(ctx.model_id, ctx.device, ctx.png, 5)
-    seen = (clf.pixels(cache.decode_image(ctx.png)).permute(1, 2, 0).numpy() * 255).round().astype("uint8")
-except ExplainerError as e:
-    st.error(str(e))
-    st.stop()
+pc = page.prologue()
+clf, seen = pc.clf, pc.seen
 
 d = DSSRConfig()
 h, w = clf.input_size
 c1, c2, c3 = st.columns([1, 1, 2])
-variant = c1.selectbox("Variant", VARIANTS, key="dssr.variant", help="dssr+ = Eq. 5; the others are the paper's ablations")
-ref = c2.radio("Reference r", REFERENCES, key="dssr.reference", horizontal=True,
+variant = c1.selectbox("Variant", VARIANTS, index=list(VARIANTS).index(d.variant), key="dssr.variant", help="dssr+ = Eq. 5; the others are the paper's ablations")
+ref = c2.radio("Reference r", REFERENCES, index=list(REFERENCES).index(d.reference), key="dssr.reference", horizontal=True,
                help="uniform noise U(0, 1) (the paper's), the image blurred, or grey 0.5")
 with c3:
-    cls = target_picker(top, key="dssr.class", label="Explain the class (top 5)")
+    cls = target_picker(pc.top, key="dssr.class", label="Explain the class (top 5)")
 s1, s2, s3, s4 = st.columns(4)
 paper = plots_dssr.paper_lam(variant)
 lam_x = s1.select_slider("λ × H·W", plots_dssr.LAM_STEPS, value=paper, key=f"dssr.lam.{paper:g}",
@@ -47,14 +39,7 @@ params = {k: v for k, v in chosen.items() if v != getattr(d, k)}
 if lam_x != paper:
     params["lam"] = lam_x / (h * w)
 
-bar, clear = cache.st_progress(variant.upper())
-try:
-    res = cache.explanation(ctx.model_id, ctx.device, ctx.png, "dssr", cache.frozen(params), cls, _progress=bar)
-except ExplainerError as e:
-    clear()
-    st.error(str(e))
-    st.stop()
-clear()
+res = page.explain_or_stop(pc, "dssr", params, cls, variant.upper())
 
 m, e = res.meta, res.extras
 label = clf.labels[cls]

@@ -6,8 +6,7 @@ import streamlit as st
 from explainers.core import METHODS
 from explainers.errors import ExplainerError
 from explainers.evaluation import METRICS
-from ui import cache, grid, plots_metrics, widgets
-from ui.sidebar import require
+from ui import grid, page, plots_metrics, widgets
 
 st.title("Faithfulness · how far to trust each map")
 st.caption(
@@ -16,36 +15,28 @@ st.caption(
     "and the real image; the KL column is VarSal's benchmark (the least salient 10…90% zeroed, Sec. 4.4). The pointing "
     "game, M_I (Eq. 9) and box accuracy (MIP-IN Sec. 6.3) compare the map with the object's box."
 )
-ctx = require()
-try:
-    clf = cache.classifier(ctx.model_id, ctx.device)
-    top = cache.predict(ctx.model_id, ctx.device, ctx.png, 5)
-except ExplainerError as e:
-    st.error(str(e))
-    st.stop()
+pc = page.prologue()
+clf = pc.clf
 
-options = grid.available_methods() + [m for m in ("saliency",) if m in METHODS and m not in grid.ORDER]
+options = grid.available_methods()
 fast = [m for m in ("gradcam", "integrated-gradients", "occlusion", "mipin") if m in options]
 head = st.columns([1, 3])
 with head[0]:
-    target = widgets.target_picker(top, key="metrics.target")
+    target = widgets.target_picker(pc.top, key="metrics.target")
 with head[1]:
     chosen = st.multiselect("Methods", options, default=fast, key="metrics.methods",
                             help="every map of each method is scored; slow methods (PMI, DSSR+) take seconds per image")
 
-region = plots_metrics.region_for(ctx.png, clf)
+region = page.region_for(pc.png, clf)
 results = {}
 for m in chosen:
-    bar, clear = cache.st_progress(METHODS[m].title)
     try:
-        r = cache.explanation(ctx.model_id, ctx.device, ctx.png, m, (), target, _progress=bar)
+        r = page.explain(pc.model_id, pc.device, pc.png, m, {}, target)
         for name, arr in r.maps.items():
             label = m if len(r.maps) == 1 else f"{m} · {name}"
-            results[label] = plots_metrics.image_metrics(ctx.model_id, ctx.device, ctx.png, arr, int(r.meta["target"]), region)
+            results[label] = page.image_metrics(pc.model_id, pc.device, pc.png, arr, int(r.meta["target"]), region)
     except ExplainerError as e:
-        st.warning(f"{METHODS[m].title}: {e}", icon=":material/error:")
-    finally:
-        clear()
+        st.warning(page.failure(e, METHODS[m].title), icon=":material/error:")
 
 if results:
     st.plotly_chart(plots_metrics.curves_figure(results), width="stretch", key="metrics.curves")
@@ -60,7 +51,7 @@ st.header("On a dataset")
 data = clf.dataset
 if data is None:
     st.info("This classifier has no built-in dataset; evaluate it on an image folder from the command line: "
-            f"`python -m explainers evaluate --model {ctx.model_id} --method gradcam --data FOLDER --metric deletion,insertion`")
+            f"`python -m explainers evaluate --model {pc.model_id} --method gradcam --data FOLDER --metric deletion,insertion`")
 else:
     c1, c2, c3 = st.columns([1, 1, 2])
     d_method = c1.selectbox("Method", options, index=options.index("gradcam") if "gradcam" in options else 0, key="metrics.ds.method")
@@ -68,20 +59,17 @@ else:
     d_metrics = c3.multiselect("Metrics", list(METRICS), default=[m for m in ("pointing", "deletion", "insertion") if m in METRICS],
                                key="metrics.ds.metrics", format_func=lambda m: f"{m} — {METRICS[m].help}")
     if st.button(f"Evaluate {d_method} on {limit} {data} images", key="metrics.ds.run", disabled=not d_metrics):
-        bar, clear = cache.st_progress(f"{d_method} on {data}")
         try:
-            st.session_state["metrics.ds.result"] = (d_method, data, limit, plots_metrics.run_dataset(
-                ctx.model_id, ctx.device, data, d_method, d_metrics, limit, {}, progress=bar))
+            st.session_state["metrics.ds.result"] = (d_method, data, limit, page.with_progress(
+                f"{d_method} on {data}", lambda p: page.run_dataset(pc.model_id, pc.device, data, d_method, d_metrics, limit, {}, progress=p)))
         except ExplainerError as e:
-            st.error(str(e))
-        finally:
-            clear()
+            st.error(page.failure(e))
     done = st.session_state.get("metrics.ds.result")
     if done:
         meth, dname, n, summary = done
         st.caption(f"{meth} on the first {n} images of {dname}/test — mean and 95% confidence interval "
                    f"(rows kept on disk: a new run with the same settings resumes). CLI: `python -m explainers evaluate "
-                   f"--model {ctx.model_id} --method {meth} --data {dname} --metric {','.join(summary)} --limit {n}`")
+                   f"--model {pc.model_id} --method {meth} --data {dname} --metric {','.join(summary)} --limit {n}`")
         st.dataframe([{"metric": k, "mean": s["mean"], "95% CI": None if not s["n"] else f"[{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]", "n": s["n"]}
                       for k, s in summary.items()], hide_index=True)
         st.plotly_chart(plots_metrics.summary_figure(summary), width="stretch", key="metrics.ds.fig")
@@ -95,17 +83,15 @@ st.caption(
 )
 s1, s2 = st.columns([1, 3])
 s_method = s1.selectbox("Method", options, index=options.index("gradcam") if "gradcam" in options else 0, key="metrics.sanity.method")
-s_key = (ctx.model_id, ctx.device, hash(ctx.png), s_method, target)
+s_key = (pc.model_id, pc.device, hash(pc.png), s_method, target)
 if s1.button("Run the sanity check", key="metrics.sanity.run",
              help="amortised methods (VarSal, distribution controller) fall back to their per-image optimisation on "
                   "the randomised copies, which takes a while; MIP-IN is fitted on each network (300 images, a few seconds)"):
-    bar, clear = cache.st_progress("Randomising layer by layer")
     try:
-        st.session_state["metrics.sanity.result"] = (s_key, plots_metrics.run_sanity(ctx.model_id, ctx.device, ctx.png, s_method, target, progress=bar))
+        st.session_state["metrics.sanity.result"] = (s_key, page.with_progress(
+            "Randomising layer by layer", lambda p: page.run_sanity(pc.model_id, pc.device, pc.png, s_method, target, progress=p)))
     except ExplainerError as e:
-        st.error(str(e))
-    finally:
-        clear()
+        st.error(page.failure(e))
 kept = st.session_state.get("metrics.sanity.result")
 san = kept[1] if kept and kept[0] == s_key else None
 if san:

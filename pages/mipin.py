@@ -2,9 +2,8 @@
 import numpy as np
 import streamlit as st
 
-from explainers.errors import ExplainerError
-from ui import cache, plots, plots_mipin
-from ui.sidebar import require
+from explainers.methods.mipin import MIPINConfig
+from ui import page, plots, plots_mipin
 from ui.widgets import target_picker
 
 LAMBDAS = [0.0, 1e-4, 3e-4, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0]
@@ -17,39 +16,26 @@ st.caption(
     "the **attribution** is its bias-free part (product of the inverses' weights, Algorithm 1): red = positive "
     "evidence for the class, blue = negative, white = not needed (Fig. 5)."
 )
-ctx = require()
-try:
-    clf = cache.classifier(ctx.model_id, ctx.device)
-    seen = (clf.pixels(cache.decode_image(ctx.png)).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    top = cache.predict(ctx.model_id, ctx.device, ctx.png, 5)
-except ExplainerError as e:
-    st.error(str(e))
-    st.stop()
+pc = page.prologue()
+clf, seen = pc.clf, pc.seen
+d = MIPINConfig()
 
 c1, c2, c3 = st.columns([2, 2, 1])
 with c1:
-    target = target_picker(top, key="mipin.class", label="Class to explain (top 5)")
+    target = target_picker(pc.top, key="mipin.class", label="Class to explain (top 5)")
 with c2:
     lam = st.select_slider(
-        "λ (ridge of the dense inverses, Eq. 6)", LAMBDAS, value=0.001, key="mipin.lam",
+        "λ (ridge of the dense inverses, Eq. 6)", LAMBDAS, value=d.lam, key="mipin.lam",
         format_func=lambda v: f"{v:g}",
         help="Changing λ re-solves every dense inverse in closed form from the statistics stored with the fit: "
              "exact for the top layer; the layers below keep the statistics gathered with the fitted λ.",
     )
 with c3:
-    forward_relu = st.checkbox("forward ReLU", value=True, key="mipin.frelu",
+    forward_relu = st.checkbox("forward ReLU", value=d.forward_relu, key="mipin.frelu",
                                help="Off: the 'global' signal of Fig. 3, the same for every image of a class.")
 
-params = {}
-if lam != 0.001:
-    params["lam"] = float(lam)
-if not forward_relu:
-    params["forward_relu"] = False
-try:
-    res = cache.explanation(ctx.model_id, ctx.device, ctx.png, "mipin", cache.frozen(params), target)
-except ExplainerError as e:
-    st.error(str(e))
-    st.stop()
+params = {k: v for k, v in {"lam": float(lam), "forward_relu": forward_relu}.items() if v != getattr(d, k)}
+res = page.explain_or_stop(pc, "mipin", params, target)
 
 m, ex = res.meta, res.extras
 t = m["target"]
@@ -115,7 +101,7 @@ for i, name in enumerate(names):
 with st.expander("Reproduce from the command line"):
     sets = "".join(f" --set {k}={v}" for k, v in params.items())
     st.code(
-        f"python -m explainers explain --model {ctx.model_id} --image IMAGE --method mipin --target {t}{sets} --out mipin.npz\n"
+        f"python -m explainers explain --model {pc.model_id} --image IMAGE --method mipin --target {t}{sets} --out mipin.npz\n"
         f"# fitted inverses: {m.get('fit')}",
         language="bash",
     )

@@ -3,11 +3,10 @@ import numpy as np
 import streamlit as st
 
 from explainers.errors import ExplainerError
-from explainers.methods.pmi import pmi_map
-from explainers.methods.samplers import SAMPLERS, infills
-from ui import cache, plots, plots_pmi
-from ui.sidebar import require
-from ui.widgets import target_picker
+from explainers.methods.pmi import PMIConfig, pmi_map
+from explainers.methods.samplers import SAMPLERS
+from ui import page, plots, plots_pmi
+from ui.widgets import pmi_controls, target_picker
 
 st.title("PMI & IG maps")
 st.caption(
@@ -16,24 +15,12 @@ st.caption(
     "**IG** = KL(p(Y|x) ‖ p(Y|x without the patch)): how informative the patch is, for any class. "
     "Each pixel shows the average over the patches covering it."
 )
-ctx = require()
-try:
-    clf = cache.classifier(ctx.model_id, ctx.device)
-    image = cache.decode_image(ctx.png)
-    x01 = clf.pixels(image)
-    seen = plots_pmi.to_uint8(x01.numpy())
-    top = cache.predict(ctx.model_id, ctx.device, ctx.png, 5)
-except ExplainerError as e:
-    st.error(str(e))
-    st.stop()
+pc = page.prologue()
+clf, seen = pc.clf, pc.seen
 
-params = plots_pmi.pmi_controls(clf.input_size)
-cls = target_picker(top, key="pmi.class", label="PMI for the class (top 5)")
-try:
-    res = plots_pmi.pmi_result(ctx, params, "PMI & IG")
-except ExplainerError as e:
-    st.error(str(e))
-    st.stop()
+params = pmi_controls(clf.input_size)
+cls = target_picker(pc.top, key="pmi.class", label="PMI for the class (top 5)")
+res = page.explain_or_stop(pc, "pmi-ig", params, label="PMI & IG")
 
 label = clf.labels[cls]
 left, right = st.columns(2)
@@ -66,9 +53,10 @@ with c_img:
 with c_rows:
     for s in SAMPLERS:
         try:
-            out = infills(clf, x01, (px, py), K=K, N=n_show, sampler=s, seed=0, value=params.get("value", 0.5))
+            out = page.infills(pc.model_id, pc.device, pc.png, (px, py), K=K, N=n_show, sampler=s,
+                               value=params.get("value", PMIConfig().value))
         except ExplainerError as e:
-            st.caption(f"**{s}**: {e}")
+            st.caption(f"**{s}**: {page.failure(e)}")
             continue
         st.image(plots_pmi.infill_mosaic(out), caption=s)
 if np.ptp(seen) == 0:

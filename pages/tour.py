@@ -3,7 +3,7 @@ with short text beside the live figures (offline: built-in samples and committed
 import streamlit as st
 
 from explainers.errors import ExplainerError
-from ui import tour
+from ui import page, tour
 
 st.title("Teaching tour")
 st.caption(
@@ -40,10 +40,8 @@ with text_col:
     st.caption(f"Classifier **{step.model}** · image `{step.sample}`")
 with fig_col:
     try:
-        ctx = st.session_state.get("ctx")  # the sidebar's device choice (its image is not used here)
-        step.draw(step, ctx.device if ctx is not None else "cpu")
+        tour.draw(step, page.sidebar_device())  # the sidebar's device choice (its image is not used here)
     except ExplainerError as e:
-        st.error(str(e))
+        st.error(page.failure(e))
     except Exception as e:  # noqa: BLE001 - one line, never a traceback
-        first = str(e).splitlines()[0] if str(e) else ""
-        st.error(f"This step failed: {type(e).__name__}: {first}")
+        st.error(page.failure(e, "This step"))

@@ -1,14 +1,11 @@
 """VarSal: the posterior over saliency maps — its mean (the explanation) and its standard deviation
 (the uncertainty over the explanation), as in the paper's Fig. 7, posterior samples (Fig. 6) and the
 soft-TV prior."""
-import numpy as np
 import streamlit as st
 
-from explainers.errors import ExplainerError
 from explainers.methods import softtv
 from explainers.methods.varsal import BASELINES, VarSalConfig, grid_size
-from ui import cache, plots, plots_varsal
-from ui.sidebar import require
+from ui import page, plots, plots_varsal
 
 st.title("VarSal · variational saliency")
 st.caption(
@@ -18,45 +15,36 @@ st.caption(
     "that makes neighbouring pixels agree (Eq. 4, 6). VarSal explains the whole predictive "
     "distribution, not one class. Units: standard deviations of the prior."
 )
-ctx = require()
-try:
-    clf = cache.classifier(ctx.model_id, ctx.device)
-    seen = (clf.pixels(cache.decode_image(ctx.png)).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-except ExplainerError as e:
-    st.error(str(e))
-    st.stop()
+pc = page.prologue()
+clf, seen = pc.clf, pc.seen
 
 defaults = VarSalConfig()
-BETA_STEPS = [0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0]
+BETA_STEPS = [0.0, 0.01, 0.03, None, 0.3, 1.0, 3.0, 10.0]  # × 1/(h·w); None: the config's automatic 1/(10·h·w)
+BASELINE_CHOICES = ("random",) + BASELINES
+MODES = ["auto", "per-image"]
 c1, c2, c3, c4 = st.columns(4)
 alpha = c1.slider("α (prior correlation)", 0.0, 0.49, defaults.alpha, 0.01, key="varsal.alpha",
                   help="Σ has 1 on the diagonal, α between 4-neighbours, α² diagonally; 0 = N(0, I). Must stay below 0.5.")
-beta_x = c2.select_slider("β × h·w (prior weight)", BETA_STEPS, value=0.1, key="varsal.beta",
+beta_x = c2.select_slider("β × h·w (prior weight)", BETA_STEPS, value=defaults.beta, key="varsal.beta",
+                          format_func=lambda v: "0.1 (auto)" if v is None else f"{v:g}",
                           help="the paper's default is β = 1/(10·h·w), i.e. 0.1 here")
-baseline = c3.selectbox("baseline", ("random",) + BASELINES, key="varsal.baseline",
+baseline = c3.selectbox("baseline", BASELINE_CHOICES, index=BASELINE_CHOICES.index(defaults.baseline), key="varsal.baseline",
                         help="what replaces the pixels outside the top-k: blurred image, Gaussian noise, mean colour + noise, or one of them at random per sample (the paper)")
-mode = c4.radio("mode", ["auto", "per-image"], horizontal=True, key="varsal.mode",
+mode = c4.radio("mode", MODES, index=MODES.index(defaults.mode), horizontal=True, key="varsal.mode",
                 help="auto: the trained encoder when its training settings match, otherwise per-image optimisation")
 
 params: dict = {}
 if alpha != defaults.alpha:
     params["alpha"] = alpha
-if beta_x != 0.1:
+if beta_x is not None:
     gh, gw = grid_size(clf.input_size, defaults.grid)
     params["beta"] = beta_x / (gh * gw)
 if baseline != defaults.baseline:
     params["baseline"] = baseline
-if mode != "auto":
+if mode != defaults.mode:
     params["mode"] = mode
 
-bar, clear = cache.st_progress("VarSal")
-try:
-    res = cache.explanation(ctx.model_id, ctx.device, ctx.png, "varsal", cache.frozen(params), None, _progress=bar)
-except ExplainerError as e:
-    clear()
-    st.error(str(e))
-    st.stop()
-clear()
+res = page.explain_or_stop(pc, "varsal", params, None, "VarSal")
 
 m = res.meta
 if m["amortised"]:

@@ -5,18 +5,12 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-from pathlib import Path
-
 import numpy as np
 import pytest
-import streamlit as st
-from streamlit.testing.v1 import AppTest
 
 import ui.cache
 from explainers.core import METHODS, get_method
 
-ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "app.py")
 PAGE = "pages/compare.py"
 FAST = ["varsal", "dcontrol", "mipin", "gradcam"]  # amortised or one-pass: seconds, not minutes
 
@@ -39,23 +33,8 @@ def calls(monkeypatch):
 
 
 @pytest.fixture
-def at(tmp_path, monkeypatch):
-    monkeypatch.setenv("EXPLAINERS_HOME", str(tmp_path))  # a fresh disk cache
-    st.cache_data.clear()  # and a fresh in-memory one (it lives for the whole test process)
-    return _app()
-
-
-def _app(methods=FAST) -> AppTest:
-    a = AppTest.from_file(APP, default_timeout=300)
-    a.session_state["compare.methods"] = list(methods)
-    return a
-
-
-def _open(a: AppTest) -> AppTest:
-    a.run()
-    a.switch_page(PAGE).run()
-    assert not a.exception, a.exception
-    return a
+def at(app):
+    return app(**{"compare.methods": FAST})
 
 
 def _maps(methods) -> int:
@@ -63,12 +42,12 @@ def _maps(methods) -> int:
     return sum(len(METHODS[m].maps) for m in methods)
 
 
-def _captions(a: AppTest) -> list[str]:
+def _captions(a) -> list[str]:
     return [c.value for c in a.caption]
 
 
-def test_grid_shows_every_map_with_units_and_exports(at):
-    a = _open(at)
+def test_grid_shows_every_map_with_units_and_exports(at, pages):
+    a = pages.open(at, PAGE)
     assert not a.error and not a.warning, [e.value for e in [*a.error, *a.warning]]
     assert len(a.get("plotly_chart")) == _maps(FAST)
     caps = [c for c in _captions(a) if " · range " in c]
@@ -80,20 +59,20 @@ def test_grid_shows_every_map_with_units_and_exports(at):
     assert len(downloads) == 2
 
 
-def test_a_failing_method_shows_a_message_in_its_cell_and_the_rest_render(at, monkeypatch):
+def test_a_failing_method_shows_a_message_in_its_cell_and_the_rest_render(at, pages, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("deliberate failure\nsecond line that must not show")
 
     monkeypatch.setitem(METHODS, "gradcam", dataclasses.replace(METHODS["gradcam"], run=boom))
-    a = _open(at)
+    a = pages.open(at, PAGE)
     assert len(a.error) == 1
     msg = a.error[0].value
-    assert "deliberate failure" in msg and "second line" not in msg and "Traceback" not in msg
+    assert msg.startswith("Grad-CAM (Captum) failed: RuntimeError: deliberate failure") and "\n" not in msg and "Traceback" not in msg
     assert len(a.get("plotly_chart")) == _maps(FAST) - _maps(["gradcam"])
 
 
-def test_slider_change_recomputes_only_the_method_it_belongs_to(at, calls):
-    a = _open(at)
+def test_slider_change_recomputes_only_the_method_it_belongs_to(at, pages, calls):
+    a = pages.open(at, PAGE)
     assert sorted(m for m, _ in calls) == sorted(FAST)  # cold: each method once
     calls.clear()
     a.slider(key="knob.dcontrol.eta").set_value(2.0).run()
@@ -105,14 +84,14 @@ def test_slider_change_recomputes_only_the_method_it_belongs_to(at, calls):
     assert len(a.get("plotly_chart")) == _maps(FAST)
 
 
-def test_exports_reproduce_the_maps(at):
+def test_exports_reproduce_the_maps(at, pages):
     """The page hands the download buttons ``ui.grid.export_npz`` / ``export_png`` (made on click);
     AppTest gives no download bytes, so call them on the same results and check what they hold."""
     from PIL import Image
 
     import ui.grid
 
-    a = _open(at)
+    a = pages.open(at, PAGE)
     labels = [d.proto.label for d in a.get("download_button")]
     assert any("npz" in x for x in labels) and any("PNG" in x for x in labels)
     ctx = a.session_state["ctx"]
@@ -128,15 +107,15 @@ def test_exports_reproduce_the_maps(at):
     assert png.format == "PNG" and png.width > 4 * 200  # four panels a row
 
 
-def test_two_sessions_keep_their_own_image_and_maps(at):
+def test_two_sessions_keep_their_own_image_and_maps(at, pages, app):
     """Two sessions of one server: changing the image in one leaves the other's page as it was
     (the model is shared through st.cache_resource; the results are per image)."""
-    a = _open(at)
+    a = pages.open(at, PAGE)
     png_a = a.session_state["ctx"].png
     charts_a = [c.proto.spec for c in a.get("plotly_chart")]
-    b = _app()
-    b.session_state["sample"] = 5  # AppTest loses sidebar widgets on reruns under st.navigation:
-    b = _open(b)                  # set the second session's image before its first run
+    # AppTest loses sidebar widgets on reruns under st.navigation: set the second session's image
+    # before its first run
+    b = pages.open(app(**{"compare.methods": FAST, "sample": 5}), PAGE)
     assert b.session_state["ctx"].png != png_a
     a.run()
     assert a.session_state["ctx"].png == png_a

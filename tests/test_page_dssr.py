@@ -2,40 +2,13 @@
 optimisation history, the resolved settings; sliders re-run; engine errors are one line."""
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-from streamlit.testing.v1 import AppTest
-
-ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "app.py")
+PAGE = "pages/dssr.py"
 
 
-@pytest.fixture
-def at(tmp_path, monkeypatch):
-    import torch
-
-    monkeypatch.setenv("EXPLAINERS_HOME", str(tmp_path))  # a fresh result cache: the engine really runs
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the app runs in this process; one thread on the shared 2-core machine
-    at = AppTest.from_file(APP, default_timeout=120)
+def _open(at, pages):
     at.session_state["dssr.iterations"] = 20  # few iterations: the test is about the page, not the method
-    yield at
-    torch.set_num_threads(n)
-
-
-def _ready():
-    from explainers.classifiers.embedded import EMBEDDED
-
-    if not EMBEDDED["shapes-resnet"].weights.exists():
-        pytest.skip("shapes-resnet weights not trained yet")
-
-
-def _open(at):
-    at.run()
-    at.switch_page("pages/dssr.py").run()
-    assert not at.exception
-    _ready()
+    pages.open(at, PAGE)
+    pages.need()
     return at
 
 
@@ -43,8 +16,8 @@ def _captions(at) -> str:
     return "\n".join(c.value for c in at.caption)
 
 
-def test_dssr_page_shows_mask_both_images_probabilities_and_history(at):
-    _open(at)
+def test_dssr_page_shows_mask_both_images_probabilities_and_history(at, pages):
+    _open(at, pages)
     assert not at.error, [e.value for e in at.error]
     assert at.title[0].value.startswith("DSSR+")
     assert len(at.get("plotly_chart")) == 4  # mask, preserved, deleted, optimisation history
@@ -59,8 +32,8 @@ def test_dssr_page_shows_mask_both_images_probabilities_and_history(at):
     assert "20 iterations" in text
 
 
-def test_dssr_page_iterations_slider_reruns(at):
-    _open(at)
+def test_dssr_page_iterations_slider_reruns(at, pages):
+    _open(at, pages)
     before = [m.value for m in at.metric]
     at.slider(key="dssr.iterations").set_value(40).run()
     assert not at.exception and not at.error, [e.value for e in at.error]
@@ -69,8 +42,8 @@ def test_dssr_page_iterations_slider_reruns(at):
     assert [m.value for m in at.metric][0] == before[0]  # the original image's probability is unchanged
 
 
-def test_dssr_page_ablation_and_reference(at):
-    _open(at)
+def test_dssr_page_ablation_and_reference(at, pages):
+    _open(at, pages)
     at.selectbox(key="dssr.variant").set_value("ssr").run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     text = _captions(at)
@@ -82,7 +55,7 @@ def test_dssr_page_ablation_and_reference(at):
     assert len(at.get("plotly_chart")) == 4
 
 
-def test_engine_errors_are_one_line_not_a_traceback(at, monkeypatch):
+def test_engine_errors_are_one_line_not_a_traceback(at, pages, monkeypatch):
     from explainers.errors import ExplainerError
     from explainers.methods import dssr
 
@@ -90,7 +63,7 @@ def test_engine_errors_are_one_line_not_a_traceback(at, monkeypatch):
         raise ExplainerError("dssr: k1=99 is larger than the mask 68x68")
 
     monkeypatch.setattr(dssr.DSSRConfig, "resolve", boom)
-    _open(at)
+    _open(at, pages)
     assert not at.exception
     assert at.error and "k1=99 is larger" in at.error[0].value
     assert len(at.get("plotly_chart")) == 0

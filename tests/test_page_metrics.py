@@ -3,33 +3,13 @@ upload, a small dataset evaluation with its summary, the sanity check plot. Fast
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
-import pytest
-from streamlit.testing.v1 import AppTest
-
-ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "app.py")
+PAGE = "pages/metrics.py"
 
 
-@pytest.fixture
-def at(tmp_path, monkeypatch):
-    monkeypatch.setenv("EXPLAINERS_HOME", str(tmp_path))
-    return AppTest.from_file(APP, default_timeout=240)
-
-
-def _ready():
-    from explainers.classifiers.embedded import EMBEDDED
-
-    if not EMBEDDED["shapes-resnet"].weights.exists():
-        pytest.skip("shapes-resnet weights not trained yet")
-
-
-def _open(at, methods=("gradcam", "saliency")):
-    at.run()
-    at.switch_page("pages/metrics.py").run()
-    assert not at.exception, at.exception
-    _ready()
+def _open(at, pages, methods=("gradcam", "saliency")):
+    pages.open(at, PAGE)
+    pages.need()
     at.multiselect(key="metrics.methods").set_value(list(methods)).run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
@@ -40,8 +20,8 @@ def _table_columns(at, k=0):
     return list(at.dataframe[k].value.columns)
 
 
-def test_curves_and_metrics_on_a_sample(at):
-    _open(at)
+def test_curves_and_metrics_on_a_sample(at, pages):
+    _open(at, pages)
     assert at.title[0].value.startswith("Faithfulness")
     assert len(at.get("plotly_chart")) == 1  # the curves (dataset and sanity wait for their buttons)
     cols = _table_columns(at)
@@ -53,39 +33,39 @@ def test_curves_and_metrics_on_a_sample(at):
     assert not any("need the object's box" in i.value for i in at.info)
 
 
-def test_an_image_without_a_box_says_the_box_metrics_need_one(at, monkeypatch):
+def test_an_image_without_a_box_says_the_box_metrics_need_one(at, pages, monkeypatch):
     # an upload has no box; region_for (tested below) returns None for it, as here
-    from ui import plots_metrics
+    from ui import page
 
-    monkeypatch.setattr(plots_metrics, "region_for", lambda png, clf: None)
-    _open(at, ("gradcam",))
+    monkeypatch.setattr(page, "region_for", lambda png, clf: None)
+    _open(at, pages, ("gradcam",))
     assert any("need the object's box" in i.value for i in at.info)
     cols = _table_columns(at)
     assert "pointing game" not in cols and "deletion AUC ↓" in cols
 
 
-def test_region_for_finds_a_samples_mask_and_not_an_uploads():
+def test_region_for_finds_a_samples_mask_and_not_an_uploads(pages):
     import dataclasses
 
     from explainers import load_classifier
     from explainers.data import get_sample
-    from ui import plots_metrics
+    from ui import page
 
-    _ready()
+    pages.need()
     clf = load_classifier("shapes-resnet", device="cpu")
     s = get_sample("shapes/test/0")
     png, other = io.BytesIO(), io.BytesIO()
     s.image.save(png, format="PNG")
     s.image.rotate(90).save(other, format="PNG")
-    mask = plots_metrics.region_for(png.getvalue(), clf)
+    mask = page.region_for(png.getvalue(), clf)
     assert mask is not None and mask.shape == (64, 64) and (mask == s.mask).all()
-    assert plots_metrics.region_for(other.getvalue(), clf) is None
+    assert page.region_for(other.getvalue(), clf) is None
     small = dataclasses.replace(clf, input_size=(32, 32))  # the mask follows the image's resize
-    assert plots_metrics.region_for(png.getvalue(), small).shape == (32, 32)
+    assert page.region_for(png.getvalue(), small).shape == (32, 32)
 
 
-def test_dataset_section_runs_and_shows_means(at):
-    _open(at, ("gradcam",))
+def test_dataset_section_runs_and_shows_means(at, pages):
+    _open(at, pages, ("gradcam",))
     at.selectbox(key="metrics.ds.method").set_value("gradcam")
     at.slider(key="metrics.ds.limit").set_value(3)
     at.multiselect(key="metrics.ds.metrics").set_value(["pointing", "deletion"]).run()
@@ -96,8 +76,8 @@ def test_dataset_section_runs_and_shows_means(at):
     assert len(at.get("plotly_chart")) == 2
 
 
-def test_sanity_section_plots_the_cascade(at):
-    _open(at, ("gradcam",))
+def test_sanity_section_plots_the_cascade(at, pages):
+    _open(at, pages, ("gradcam",))
     at.selectbox(key="metrics.sanity.method").set_value("gradcam").run()
     at.button(key="metrics.sanity.run").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]

@@ -4,33 +4,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-from streamlit.testing.v1 import AppTest
-
 ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "app.py")
+SAMPLER = "samplers/shapes/patchsampler"  # the committed PatchSampler for shapes, K = 8
 
 
-@pytest.fixture
-def at(tmp_path, monkeypatch):
-    monkeypatch.setenv("EXPLAINERS_HOME", str(tmp_path))  # a fresh result cache: the engine really runs
-    return AppTest.from_file(APP, default_timeout=120)
-
-
-def _ready():
-    from explainers.classifiers.embedded import EMBEDDED
-
-    if not EMBEDDED["shapes-resnet"].weights.exists():
-        pytest.skip("shapes-resnet weights not trained yet")
-    if not (ROOT / "assets/explainers/samplers/shapes/patchsampler.safetensors").exists():
-        pytest.skip("no committed PatchSampler for shapes")
-
-
-def test_pmi_page_shows_both_maps_and_the_look_inside(at):
-    at.run()
-    at.switch_page("pages/pmi.py").run()
-    assert not at.exception
-    _ready()
+def test_pmi_page_shows_both_maps_and_the_look_inside(at, pages):
+    pages.open(at, "pages/pmi.py")
+    pages.need(SAMPLER)
     assert not at.error, [e.value for e in at.error]
     assert at.title[0].value == "PMI & IG maps"
     charts = at.get("plotly_chart")
@@ -49,16 +29,15 @@ def test_pmi_page_shows_both_maps_and_the_look_inside(at):
     assert len(at.get("plotly_chart")) == 2
 
 
-def test_pmi_page_reports_a_missing_sampler_as_an_error(at):
-    at.run()
-    at.switch_page("pages/pmi.py").run()
-    _ready()
+def test_pmi_page_reports_a_missing_sampler_as_an_error(at, pages):
+    pages.open(at, "pages/pmi.py")
+    pages.need(SAMPLER)
     at.slider(key="pmi.K").set_value(5).run()
     assert not at.exception
     assert at.error and "fit --explainer patchsampler" in at.error[0].value
 
 
-def test_class_vs_class_page_shows_two_maps_and_their_difference(at):
+def test_class_vs_class_page_shows_two_maps_and_their_difference(at, pages):
     at.run()
     options = at.sidebar.selectbox(key="sample").options
     two = [k for k, name in enumerate(options) if " and " in name]  # a two-shape sample
@@ -66,7 +45,7 @@ def test_class_vs_class_page_shows_two_maps_and_their_difference(at):
         at.sidebar.selectbox(key="sample").select_index(two[0]).run()
     at.switch_page("pages/class_vs_class.py").run()
     assert not at.exception
-    _ready()
+    pages.need(SAMPLER)
     assert not at.error, [e.value for e in at.error]
     assert len(at.get("plotly_chart")) == 3
     a = at.selectbox(key="cvc.a")

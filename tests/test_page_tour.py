@@ -2,39 +2,11 @@
 engine, shows its figures and no exception or error; the step selector and Previous/Next agree."""
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-from streamlit.testing.v1 import AppTest
-
-ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "app.py")
-
 # plotly charts each step draws (the knobs step: its first knob, K)
 CHARTS = {"evidence": 2, "shortcut": 6, "two": 7, "unsure": 4, "samplers": 6, "knobs": 3, "uncertainty": 4}
 KNOB_CHARTS = {"K (PMI)": 3, "N (PMI)": 3, "λ (DSSR+)": 2, "α (VarSal)": 3, "η and h (controller)": 2}
-
-
-@pytest.fixture
-def at(tmp_path, monkeypatch):
-    import torch
-
-    monkeypatch.setenv("EXPLAINERS_HOME", str(tmp_path))  # a fresh result cache: the engine really runs
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the app runs in this process; one thread on the shared 2-core machine
-    yield AppTest.from_file(APP, default_timeout=240)
-    torch.set_num_threads(n)
-
-
-def _ready():
-    from explainers.classifiers.embedded import EMBEDDED
-
-    for m in ("shapes-resnet", "shapes-biased-resnet"):
-        if not EMBEDDED[m].weights.exists():
-            pytest.skip(f"{m} weights not trained yet")
-        for fit in ("varsal", "mipin", "dcontrol-customised"):
-            if not (ROOT / f"assets/explainers/{m}/{fit}.safetensors").exists():
-                pytest.skip(f"no committed {fit} fit for {m}")
+FITS = ("varsal", "mipin", "dcontrol-customised")
+MODELS = ("shapes-resnet", "shapes-biased-resnet")
 
 
 def _charts(at) -> int:
@@ -46,11 +18,10 @@ def _clean(at, what: str) -> None:
     assert not at.error, (what, [e.value for e in at.error])
 
 
-def _open(at):
-    at.run()
-    at.switch_page("pages/tour.py").run()
+def _open(at, pages):
+    pages.open(at, "pages/tour.py")
     _clean(at, "first run")
-    _ready()
+    pages.need(*FITS, models=MODELS)
     return at
 
 
@@ -63,10 +34,10 @@ def test_tour_lists_its_steps_and_each_says_which_figures_it_mirrors():
         assert s.model in ("shapes-resnet", "shapes-biased-resnet") and "/test/" in s.sample
 
 
-def test_tour_walks_every_step_with_its_figures(at):
+def test_tour_walks_every_step_with_its_figures(at, pages):
     from ui import tour
 
-    _open(at)
+    _open(at, pages)
     assert at.title[0].value == "Teaching tour"
     titles = at.selectbox(key="tour.step").options
     assert len(titles) == len(tour.STEPS)
@@ -84,8 +55,8 @@ def test_tour_walks_every_step_with_its_figures(at):
     assert _charts(at) == CHARTS["evidence"]
 
 
-def test_tour_next_and_previous_buttons_move_one_step(at):
-    _open(at)
+def test_tour_next_and_previous_buttons_move_one_step(at, pages):
+    _open(at, pages)
     titles = at.selectbox(key="tour.step").options
     assert at.selectbox(key="tour.step").value == titles[0]
     assert at.button(key="tour.prev").disabled
@@ -103,8 +74,8 @@ def test_tour_next_and_previous_buttons_move_one_step(at):
     assert at.button(key="tour.next").disabled
 
 
-def test_tour_knobs_and_corruptions(at):
-    _open(at)
+def test_tour_knobs_and_corruptions(at, pages):
+    _open(at, pages)
     titles = at.selectbox(key="tour.step").options
     at.selectbox(key="tour.step").set_value(titles[5]).run()
     for knob, n in KNOB_CHARTS.items():

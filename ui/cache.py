@@ -1,26 +1,52 @@
 """Cached engine calls for the pages.
 
-Models load once per process (``st.cache_resource``); results are cached with ``st.cache_data``
-keyed on plain values only (model id, device, image bytes, method, frozen params, target) — never
-on a model object. Errors the user caused come back as ``ExplainerError`` for the page to show.
+Models load once per process and file version (``st.cache_resource``); results are cached with
+``st.cache_data`` keyed on plain values only (model id, device, image bytes, method, frozen params,
+target, and digests of the classifier's weights and of the fitted files, as the disk cache is) —
+never on a model object. Errors the user caused come back as ``ExplainerError`` for the page to show.
 """
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import streamlit as st
 from PIL import Image
 
 import explainers
-from explainers.core import Explanation
+from explainers.core import Explanation, make_config
 from explainers.data.images import load_image
-from explainers.diskcache import cached_explain, entry_path
+from explainers.diskcache import cached_explain, classifier_digest, entry_path, fits_digest
+
+
+def classifier(model_id: str, device: str) -> explainers.Classifier:
+    return _classifier(model_id, device, _source_stamp(model_id))
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading the classifier…")
-def classifier(model_id: str, device: str) -> explainers.Classifier:
+def _classifier(model_id: str, device: str, stamp: tuple) -> explainers.Classifier:
     return explainers.load_classifier(model_id, device=device)
+
+
+def _source_stamp(model_id: str) -> tuple:
+    """(mtime, size) of the files a classifier loads from: a rewritten checkpoint is loaded again."""
+    from explainers.classifiers import EMBEDDED, torchvision_zoo
+
+    if model_id in EMBEDDED:
+        paths = [EMBEDDED[model_id].weights, EMBEDDED[model_id].card]
+    elif torchvision_zoo.is_known(model_id):
+        paths = [torchvision_zoo.weight_file(model_id)]
+    else:
+        paths = [Path(model_id).expanduser()]
+    out = []
+    for p in paths:
+        try:
+            st_ = p.stat()
+            out.append((st_.st_mtime_ns, st_.st_size))
+        except OSError:
+            out.append(None)
+    return tuple(out)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -40,14 +66,20 @@ def image_bytes(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
 def predict(model_id: str, device: str, png: bytes, topk: int = 5) -> list[tuple[int, str, float]]:
+    return _predict(model_id, device, png, topk, classifier_digest(classifier(model_id, device)))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _predict(model_id: str, device: str, png: bytes, topk: int, weights: str) -> list[tuple[int, str, float]]:
     clf = classifier(model_id, device)
     return clf.predict(decode_image(png), topk=topk)
 
 
 @st.cache_data(max_entries=128, show_spinner=False)
-def _explanation(model_id: str, device: str, png: bytes, method: str, params: tuple[tuple[str, Any], ...], target: Optional[int]) -> Explanation:
+def _explanation(model_id: str, device: str, png: bytes, method: str, params: tuple[tuple[str, Any], ...], target: Optional[int],
+                 weights: str, fits: str) -> Explanation:
+    # weights, fits: only keys (digests of the classifier and of the fitted files it may use)
     clf = classifier(model_id, device)
     return cached_explain(clf, decode_image(png), method, target=target, **dict(params))
 
@@ -76,7 +108,8 @@ def explanation(
         if not entry_path(clf, image, method, target, **dict(params)).exists():
             return result  # the disk cache is not writable: keep what was computed
         computed = True
-    result = _explanation(model_id, device, png, method, params, target)  # st.cache_data: a copy
+    weights, fits = classifier_digest(clf), fits_digest(clf, make_config(method, **dict(params)))
+    result = _explanation(model_id, device, png, method, params, target, weights, fits)  # st.cache_data: a copy
     if computed:
         result.meta["cached"] = False  # read back from the entry just written, but computed now
     return result
@@ -84,13 +117,3 @@ def explanation(
 
 def frozen(params: dict) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted(params.items()))
-
-
-def st_progress(label: str) -> tuple[Callable, Callable]:
-    """A progress callback drawing an ``st.progress`` bar; returns ``(callback, clear)``."""
-    bar = st.progress(0.0, text=label)
-
-    def callback(done: int, total: int, message: str = "") -> None:
-        bar.progress(min(1.0, done / max(total, 1)), text=f"{label} {message}".strip())
-
-    return callback, bar.empty

@@ -1,7 +1,9 @@
 """The comparison grid: every method's maps for one image and class, each cell filled when ready."""
 from __future__ import annotations
 
+import dataclasses
 import io
+import typing
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -12,70 +14,67 @@ from explainers.core import METHODS, Explanation, get_method
 from explainers.errors import ExplainerError
 from explainers.viz import grid_png
 
-from . import cache, plots
+from . import page, plots, widgets
 
-# The five papers first, then the standard baselines.
-ORDER = ["pmi-ig", "dssr", "varsal", "dcontrol", "mipin", "occlusion", "integrated-gradients", "gradcam", "rise"]
+# The five papers first, then the standard baselines; any other registered method follows, by name.
+ORDER = ["pmi-ig", "dssr", "varsal", "dcontrol", "mipin", "occlusion", "integrated-gradients", "gradcam", "rise", "saliency"]
 
 
 @dataclass(frozen=True)
 class Knob:
-    """An up-front slider that sets one config field of one method."""
+    """An up-front widget that sets one config field of one method. The default, the range and the
+    help come from the field (``explainers.config.knob``); ``lo``/``hi``/``step``/``help`` here are
+    used only where the field declares none."""
 
     method: str
     field: str
     label: str
-    lo: float
-    hi: float
-    default: float
-    step: float
+    lo: Optional[float] = None
+    hi: Optional[float] = None
+    step: Optional[float] = None
     help: str = ""
 
 
 KNOBS = [
-    Knob("pmi-ig", "K", "K (PMI patch size)", 2, 16, 8, 1, "side of the marginalised patch, in pixels"),
-    Knob("pmi-ig", "N", "N (PMI samples)", 1, 64, 8, 1, "in-fills drawn per patch"),
-    Knob("dssr", "lam", "λ (DSSR+ sparsity)", 0.0, 0.02, 0.0, 0.0005, "0 = the paper's 10/224², scaled to the input size"),
-    Knob("dcontrol", "eta", "η (controller)", 0.25, 4.0, 1.5, 0.05, "steepness of the customised transformer"),
-    Knob("dcontrol", "h", "h (controller)", 0.5, 6.0, 2.5, 0.1, "power of the customised transformer"),
+    Knob("pmi-ig", "K", "K (PMI patch size)", 2, 16, 1, "side of the marginalised patch, in pixels"),
+    Knob("pmi-ig", "N", "N (PMI samples)", 1, 64, 1, "in-fills drawn per patch"),
+    Knob("dssr", "lam", "λ (DSSR+ sparsity)", 0.0, 0.02, 0.0005, "empty = the paper's 10/224², scaled to the input size"),
+    Knob("dcontrol", "eta", "η (controller)", 0.25, 4.0, 0.05, "steepness of the customised transformer"),
+    Knob("dcontrol", "h", "h (controller)", 0.5, 6.0, 0.1, "power of the customised transformer"),
 ]
 
 
 def available_methods() -> list[str]:
+    """Every registered method: ``ORDER`` first, then the rest by name."""
     get_method("occlusion")  # importing the registry
-    return [m for m in ORDER if m in METHODS]
+    return [m for m in ORDER if m in METHODS] + sorted(m for m in METHODS if m not in ORDER)
 
 
 def knob_values(methods: list[str]) -> dict[str, dict[str, Any]]:
-    """Draw the up-front sliders for the methods present; returns per-method parameter overrides."""
+    """Draw the up-front knobs for the methods present; returns per-method parameter overrides."""
     knobs = [k for k in KNOBS if k.method in methods]
     out: dict[str, dict[str, Any]] = {m: {} for m in methods}
     cols = st.columns(max(1, len(knobs)))
     for col, k in zip(cols, knobs):
-        integer = float(k.step).is_integer() and float(k.default).is_integer()
-        cast = int if integer else float
-        v = col.slider(k.label, cast(k.lo), cast(k.hi), cast(k.default), cast(k.step), help=k.help, key=f"knob.{k.method}.{k.field}")
-        if v != k.default:
+        config = METHODS[k.method].config
+        f = next(f for f in dataclasses.fields(config) if f.name == k.field)
+        fallback = {n: v for n, v in (("min", k.lo), ("max", k.hi), ("step", k.step), ("help", k.help)) if v not in (None, "")}
+        v = widgets.field_widget(f, typing.get_type_hints(config)[k.field], f"knob.{k.method}.{k.field}", where=col,
+                                 label=k.label, fallback=fallback)
+        if v is not widgets.SKIP and v != f.default:
             out[k.method][k.field] = v
     return out
 
 
 def run_cell(model_id: str, device: str, png: bytes, method: str, params: dict, target: Optional[int]) -> Optional[Explanation]:
     """Compute (or fetch) one method's result with its own progress bar; a failure is shown in place."""
-    spec = METHODS[method]
-    bar = st.progress(0.0, text=f"{spec.title}…")
-
-    def progress(done: int, total: int, message: str = "") -> None:
-        bar.progress(min(1.0, done / max(total, 1)), text=f"{spec.title} {message}".strip())
-
+    title = METHODS[method].title
     try:
-        return cache.explanation(model_id, device, png, method, cache.frozen(params), target, _progress=progress)
+        return page.explain(model_id, device, png, method, params, target, title)
     except ExplainerError as e:
-        st.warning(f"{spec.title}: {e}", icon=":material/error:")
+        st.warning(page.failure(e, title), icon=":material/error:")
     except Exception as e:  # noqa: BLE001 - one method's bug must not take down the grid
-        st.error(f"{spec.title} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-    finally:
-        bar.empty()
+        st.error(page.failure(e, title))
     return None
 
 

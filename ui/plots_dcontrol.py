@@ -8,11 +8,6 @@ import plotly.graph_objects as go
 from explainers.methods.dcontrol import controller_density
 
 
-def to_uint8(x01: np.ndarray) -> np.ndarray:
-    """Pixel array (3, H, W) in [0, 1] -> RGB uint8 (H, W, 3)."""
-    return (np.clip(np.asarray(x01).transpose(1, 2, 0), 0, 1) * 255).round().astype(np.uint8)
-
-
 def density_figure(values: np.ndarray, transformer: str, eta: float, h: float, height: int = 300) -> go.Figure:
     """Histogram (as a density) of the coarse mask's values with the controller's density for
     z ~ N(0, 1): Eq. 7 for the customised transformer, the half-normal for the basic one."""

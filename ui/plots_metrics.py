@@ -1,57 +1,17 @@
-"""Helpers for the Faithfulness page: cached metric computations (plain-valued keys) and plotly
-figures — deletion / insertion curves, means with confidence intervals, the sanity check."""
+"""Plotly figures for the Faithfulness page: deletion / insertion curves, the metrics table, means
+with confidence intervals, the sanity check. (The metric computations live in ``ui.page``.)"""
 from __future__ import annotations
-
-import hashlib
-from pathlib import Path
-from typing import Any, Callable, Optional
 
 import numpy as np
 import plotly.graph_objects as go
-import streamlit as st
 from plotly.subplots import make_subplots
 
-from explainers import evaluation, metrics, sanity
-
-from . import cache
+from explainers import evaluation, sanity
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"]
 
 
 # ------------------------------------------------------------------------------------ one image
-
-
-@st.cache_data(max_entries=8, show_spinner=False)
-def _sample_regions() -> dict[bytes, tuple]:
-    from explainers.data import samples
-
-    return {cache.image_bytes(s.image): (s.mask, s.box) for s in samples() if s.mask is not None or s.box is not None}
-
-
-def region_for(png: bytes, clf) -> Optional[np.ndarray]:
-    """The object's mask (bool, at the classifier's input size, transformed as the image is) when
-    the image is a built-in sample with one; None for an uploaded image."""
-    region = _sample_regions().get(png)
-    if region is None:
-        return None
-    return evaluation.object_mask(clf, cache.decode_image(png), *region)
-
-
-@st.cache_data(max_entries=256, show_spinner=False)
-def image_metrics(model_id: str, device: str, png: bytes, saliency: np.ndarray, target: int, region: Optional[np.ndarray], steps: int = 32) -> dict:
-    """Deletion and insertion curves and every metric of one map on one image."""
-    clf = cache.classifier(model_id, device)
-    x = clf.pixels(cache.decode_image(png))
-    fd, pd = metrics.deletion_curve(clf, x, saliency, target, steps=steps)
-    fi, pi = metrics.insertion_curve(clf, x, saliency, target, steps=steps)
-    out = {"deletion_curve": (fd, pd), "insertion_curve": (fi, pi), "deletion AUC ↓": metrics.auc(fd, pd),
-           "insertion AUC ↑": metrics.auc(fi, pi), "M_F % ↑": metrics.m_f(clf, x, saliency, target),
-           "KL (VarSal) ↓": metrics.kl_auc(clf, x, saliency)}
-    if region is not None:
-        out["pointing game"] = "hit" if metrics.pointing_game(saliency, region) else "miss"
-        out["M_I % ↑"] = metrics.m_i(saliency, region)
-        out["box accuracy ↑"] = metrics.bbox_accuracy(saliency, region)
-    return out
 
 
 def metrics_table(results: dict[str, dict]) -> list[dict]:
@@ -86,25 +46,6 @@ def curves_figure(results: dict[str, dict], height: int = 340) -> go.Figure:
 # ------------------------------------------------------------------------------------ a dataset
 
 
-def results_path(model_id: str, data: str, method: str, metric_names: list[str], params: dict) -> Path:
-    """Where the page keeps a dataset run's rows (resumed by the next click with the same settings)."""
-    from explainers.data import cache_dir
-
-    key = hashlib.sha256(repr((model_id, data, method, sorted(metric_names), sorted(params.items()))).encode()).hexdigest()[:12]
-    return cache_dir().parent / "runs" / f"{model_id}_{data}_{method}_{key}.jsonl"
-
-
-def run_dataset(model_id: str, device: str, data: str, method: str, metric_names: list[str], limit: int, params: dict,
-                progress: Optional[Callable] = None) -> dict:
-    from explainers.data import load_dataset
-
-    clf = cache.classifier(model_id, device)
-    ds = load_dataset(data, "test", limit=limit)
-    rows = evaluation.evaluate(clf, ds, method, metric_names, results_path(model_id, data, method, metric_names, params),
-                               params, limit=limit, progress=progress)
-    return evaluation.summarise(rows, metric_names)
-
-
 def summary_figure(summary: dict[str, dict], height: int = 260) -> go.Figure:
     """Means with 95% confidence intervals, one panel per metric."""
     names = [m for m, s in summary.items() if s.get("n")]
@@ -121,17 +62,6 @@ def summary_figure(summary: dict[str, dict], height: int = 260) -> go.Figure:
 
 
 # ------------------------------------------------------------------------------------ sanity
-
-
-def run_sanity(model_id: str, device: str, png: bytes, method: str, target: int, seed: int = 0, params: tuple = (),
-               progress: Optional[Callable] = None) -> dict:
-    """The cascading randomisation and label sensitivity of one method on one image (the page
-    keeps the result in its session state). ``progress`` follows the layers."""
-    clf = cache.classifier(model_id, device)
-    image = cache.decode_image(png)
-    r = sanity.cascading_randomisation(clf, image, method, target=target, seed=seed, progress=progress, **dict(params))
-    lab = sanity.label_sensitivity(clf, image, method, target=target, **dict(params))
-    return {"result": r, "label": {k: v for k, v in lab.items() if k != "maps"}, "label_maps": lab["maps"]}
 
 
 def sanity_figure(result: sanity.SanityResult, height: int = 420) -> go.Figure:

@@ -11,7 +11,7 @@ import streamlit as st
 import torch
 
 from explainers.classifiers import DEFAULT_CLASSIFIER
-from explainers.errors import ExplainerError
+from explainers.errors import ExplainerError, one_line
 
 from . import cache
 
@@ -73,8 +73,8 @@ def render() -> Context:
             try:
                 png = cache.image_bytes(cache.decode_image(up.getvalue()))
             except ExplainerError as e:
-                sb.error(str(e))
-                errors.append(str(e))
+                sb.error(one_line(e))
+                errors.append(one_line(e))
         else:
             errors.append("upload an image, or pick a sample")
     ctx = Context(
