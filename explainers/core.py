@@ -89,6 +89,17 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
+# The project's papers by file id (the papers folder's file names): ``MethodSpec.paper`` is one of
+# these keys, and ``PAPERS[spec.paper]`` its title.
+PAPERS = {
+    "000_3821e9a6f7050c9a": "Information-Theoretic Visual Explanation for Black-Box Classifiers",
+    "001_0118de9508c317d1": "Discriminative Model-Agnostic Vision Explainer for Differentiable Classifiers",
+    "002_41cd62fe8cab1855": "Variational Saliency Maps for Explaining Model's Behavior",
+    "003_b67efb941534cde0": "Distribution-Guided Local Explanation for Black-Box Classifiers",
+    "004_ac7769c5886fab98": "Mutual Information Preserving Back-propagation: Learn to Invert for Faithful Attribution",
+}
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
@@ -97,8 +108,9 @@ class MethodSpec:
     run: Callable[..., MethodOutput]
     maps: dict[str, str]  # map name -> kind: "signed" (diverging at 0), "mask" ([0, 1]), "positive" (>= 0)
     units: dict[str, str]  # map name -> unit shown in colour bars ("bits", "probability", ...)
-    paper: str = ""
+    paper: str = ""  # the project paper's file id (a key of PAPERS); "" for the standard baselines
     needs_fit: bool = False  # amortised part fitted by `python -m explainers fit`
+    cite: str = ""  # the literature reference of a method with no project paper ("Zeiler & Fergus 2014")
 
 
 METHODS: dict[str, MethodSpec] = {}
@@ -109,6 +121,8 @@ def register(spec: MethodSpec) -> MethodSpec:
         raise RuntimeError(f"method {spec.name!r} registered twice")
     if not dataclasses.is_dataclass(spec.config):
         raise TypeError("a method's config must be a dataclass")
+    if spec.paper and spec.paper not in PAPERS:
+        raise ValueError(f"method {spec.name!r}: paper must be a file id of PAPERS, got {spec.paper!r}")
     METHODS[spec.name] = spec
     return spec
 

@@ -96,7 +96,7 @@ def _sanity_spearman(clf, x, s, t, item, ctx: Context) -> float:
     rclf, params = ctx.cache[key], dict(ctx.params)
     if needs_network_fit(ctx.method):
         # MIP-IN has no per-image mode: a fit per network, the original's made the same way (the
-        # same images and seed, target class only), so only the weights differ (see sanity.py)
+        # same images and seed, target class only), so only the weights differ (see explainers.sanity)
         fkey = ("fits", clf.id, ctx.seed)
         if fkey not in ctx.cache:
             ctx.cache[fkey] = NetworkFits(ctx.method, seed=ctx.seed)

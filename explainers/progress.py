@@ -6,11 +6,7 @@ raises :class:`explainers.errors.Cancelled`; the engine does not catch it.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Protocol
-
-
-class ProgressFn(Protocol):
-    def __call__(self, done: int, total: int, message: str = "") -> None: ...
+from typing import Callable, Optional
 
 
 def report(progress: Optional[Callable], done: int, total: int, message: str = "") -> None:

@@ -12,19 +12,9 @@ from explainers.core import explain
 from explainers.errors import ExplainerError
 
 
-def _tiny(size=12, classes=3, seed=0):
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        net = nn.Sequential(
-            nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()),
-            nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, classes)),
-        )
-    return Classifier("tiny", net, [f"c{i}" for i in range(classes)], (size, size))
-
-
 @pytest.fixture
-def clf():
-    return _tiny()
+def clf(tiny_cnn):
+    return tiny_cnn(12, 3, pool=2, nested=True)  # (features, head), like the embedded models
 
 
 @pytest.fixture

@@ -7,9 +7,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
-from explainers.classifiers.base import Classifier
 from explainers.core import METHODS, Explanation, MethodOutput, MethodSpec, explain, make_config, register
 from explainers.errors import ExplainerError
 
@@ -39,10 +37,8 @@ def fake_method():
 
 
 @pytest.fixture
-def tiny_clf():
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
-    return Classifier("tiny", net, ["a", "b", "c"], (8, 8))
+def tiny_clf(tiny_cnn):
+    return tiny_cnn(8)
 
 
 def test_make_config_coerces_cli_strings(fake_method):

@@ -7,26 +7,18 @@ import math
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
 from explainers import evaluation as E
 from explainers.__main__ import main
-from explainers.classifiers.base import Classifier
 from explainers.data import ArrayDataset
 from explainers.errors import Cancelled, ExplainerError
 
 S = 16
 
 
-def tiny_classifier() -> Classifier:
-    g = torch.Generator().manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 6, 3, padding=1), nn.ReLU(),
-                        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(24, 3))
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    return Classifier("tiny-eval", net, ["a", "b", "c"], (S, S))
+@pytest.fixture
+def clf(tiny_cnn):
+    return tiny_cnn(S, 3, widths=(6, 6), pool=2, scale=0.3, name="tiny-eval")
 
 
 def tiny_dataset(n: int = 6, with_boxes: bool = True) -> ArrayDataset:
@@ -60,8 +52,8 @@ def counted(monkeypatch):
     return calls
 
 
-def test_rows_header_and_summary(tmp_path):
-    clf, ds = tiny_classifier(), tiny_dataset()
+def test_rows_header_and_summary(clf, tmp_path):
+    ds = tiny_dataset()
     out = tmp_path / "r.jsonl"
     seen = []
     rows = E.evaluate(clf, ds, "saliency", METRICS, out, progress=lambda d, t, m="": seen.append((d, t)))
@@ -83,8 +75,8 @@ def test_rows_header_and_summary(tmp_path):
     assert "| saliency |" in table and "deletion ↓" in table and "pointing ↑" in table
 
 
-def test_interrupted_run_resumes_without_recomputing(tmp_path, counted):
-    clf, ds = tiny_classifier(), tiny_dataset()
+def test_interrupted_run_resumes_without_recomputing(clf, tmp_path, counted):
+    ds = tiny_dataset()
     full = E.evaluate(clf, ds, "saliency", METRICS, tmp_path / "full.jsonl")
     assert len(counted) == 6
     counted.clear()
@@ -108,8 +100,8 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, counted):
     assert counted == [] and _strip(again) == _strip(full)
 
 
-def test_a_line_cut_by_a_kill_is_redone(tmp_path, counted):
-    clf, ds = tiny_classifier(), tiny_dataset(4)
+def test_a_line_cut_by_a_kill_is_redone(clf, tmp_path, counted):
+    ds = tiny_dataset(4)
     out = tmp_path / "r.jsonl"
     full = E.evaluate(clf, ds, "saliency", METRICS, out, limit=2)
     with out.open("a") as f:
@@ -121,8 +113,8 @@ def test_a_line_cut_by_a_kill_is_redone(tmp_path, counted):
     assert all(json.loads(line) for line in out.read_text().splitlines())  # the file is clean again
 
 
-def test_a_larger_limit_extends_a_finished_run(tmp_path, counted):
-    clf, ds = tiny_classifier(), tiny_dataset()
+def test_a_larger_limit_extends_a_finished_run(clf, tmp_path, counted):
+    ds = tiny_dataset()
     out = tmp_path / "r.jsonl"
     E.evaluate(clf, ds, "saliency", ["deletion"], out, limit=2)
     counted.clear()
@@ -130,8 +122,8 @@ def test_a_larger_limit_extends_a_finished_run(tmp_path, counted):
     assert len(counted) == 3 and len(rows) == 5
 
 
-def test_other_settings_are_refused_not_mixed(tmp_path):
-    clf, ds = tiny_classifier(), tiny_dataset(2)
+def test_other_settings_are_refused_not_mixed(clf, tmp_path):
+    ds = tiny_dataset(2)
     out = tmp_path / "r.jsonl"
     E.evaluate(clf, ds, "saliency", ["deletion"], out)
     with pytest.raises(ExplainerError, match="other settings"):
@@ -140,16 +132,16 @@ def test_other_settings_are_refused_not_mixed(tmp_path):
         E.evaluate(clf, ds, "integrated-gradients", ["deletion"], out)
 
 
-def test_box_metrics_are_none_without_boxes(tmp_path):
-    clf, ds = tiny_classifier(), tiny_dataset(3, with_boxes=False)
+def test_box_metrics_are_none_without_boxes(clf, tmp_path):
+    ds = tiny_dataset(3, with_boxes=False)
     rows = E.evaluate(clf, ds, "saliency", ["pointing", "deletion"], tmp_path / "r.jsonl")
     assert all(r["pointing"] is None for r in rows)
     s = E.summarise(rows, ["pointing", "deletion"])
     assert s["pointing"]["n"] == 0 and s["deletion"]["n"] == 3
 
 
-def test_bad_input_is_an_explainer_error(tmp_path):
-    clf, ds = tiny_classifier(), tiny_dataset(2)
+def test_bad_input_is_an_explainer_error(clf, tmp_path):
+    ds = tiny_dataset(2)
     with pytest.raises(ExplainerError, match="unknown metric"):
         E.evaluate(clf, ds, "saliency", ["nope"], tmp_path / "a.jsonl")
     with pytest.raises(ExplainerError, match="unknown method"):
@@ -160,8 +152,8 @@ def test_bad_input_is_an_explainer_error(tmp_path):
     assert E.parse_metrics("all,sanity") == list(E.DEFAULT_METRICS) + ["sanity"]
 
 
-def test_sanity_and_label_metrics(tmp_path):
-    clf, ds = tiny_classifier(), tiny_dataset(2)
+def test_sanity_and_label_metrics(clf, tmp_path):
+    ds = tiny_dataset(2)
     rows = E.evaluate(clf, ds, "saliency", ["sanity", "label-sensitivity"], tmp_path / "r.jsonl")
     for r in rows:
         assert -1 <= r["sanity"] <= 1 and -1 <= r["label-sensitivity"] <= 1
@@ -210,8 +202,7 @@ def test_cli_json_and_plot(capsys, tmp_path, monkeypatch):
     assert len(out.read_text().splitlines()) == 4
 
 
-def test_targets_follow_class_names_and_boxes_become_masks(tmp_path, counted):
-    clf = tiny_classifier()
+def test_targets_follow_class_names_and_boxes_become_masks(clf, tmp_path, counted):
     rng = np.random.default_rng(2)
     images = rng.integers(0, 256, size=(3, 2 * S, 2 * S, 3), dtype=np.uint8)  # twice the input size
     ds = ArrayDataset("folder", "all", ["c", "b", "a"], images, np.array([0, 1, 2]), None, np.array([[4, 4, 18, 18]] * 3))

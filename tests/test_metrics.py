@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from explainers import metrics as M
-from explainers.classifiers.base import Classifier
 from explainers.errors import ExplainerError
 
 H = W = 32
@@ -36,14 +35,12 @@ REVERSED = 1.0 - PERFECT
 CONSTANT = np.full((H, W), 0.3)
 
 
-def tiny_classifier(side: int = 16, seed: int = 0, scale: float = 0.3) -> Classifier:
-    g = torch.Generator().manual_seed(seed)
-    net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 6, 3, padding=1), nn.ReLU(),
-                        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(24, 4))
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * scale)
-    return Classifier("tiny", net, ["a", "b", "c", "d"], (side, side))
+TINY = dict(classes=4, widths=(6, 6), pool=2, scale=0.3)  # the tiny classifier of these tests (tiny_cnn's options)
+
+
+@pytest.fixture
+def clf(tiny_cnn):
+    return tiny_cnn(16, **TINY)
 
 
 # -------------------------------------------------------------------------------- deletion / insertion
@@ -74,8 +71,7 @@ def test_deletion_curve_points_steps_and_baselines():
     np.testing.assert_allclose(p1, [0, 1, 1, 1, 1], atol=1e-9)
 
 
-def test_insertion_with_blur_is_m_f_curve():
-    clf = tiny_classifier()
+def test_insertion_with_blur_is_m_f_curve(clf):
     x = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(1))
     s = np.random.default_rng(2).random((16, 16))
     fr, p = M.insertion_curve(clf, x, s, 2, steps=32)
@@ -85,8 +81,7 @@ def test_insertion_with_blur_is_m_f_curve():
     assert p[-1] == pytest.approx(float(clf.probabilities(x[None])[0, 2]), rel=1e-5)
 
 
-def test_batch_size_does_not_change_the_curves():
-    clf = tiny_classifier()
+def test_batch_size_does_not_change_the_curves(clf):
     x = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(3))
     s = np.random.default_rng(4).random((16, 16))
     a = M.deletion_curve(clf, x, s, 1, batch_size=1)[1]
@@ -105,9 +100,8 @@ def test_curves_reject_bad_input():
         M.deletion_auc(object_probability, IMAGE, np.full((H, W), np.nan), 0)
 
 
-def test_deletion_good_map_beats_random_on_a_real_classifier():
+def test_deletion_good_map_beats_random_on_a_real_classifier(clf):
     """The model's own input-gradient-times-input ranks pixels better than chance."""
-    clf = tiny_classifier()
     x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(5))
     t = int(clf.probabilities(x)[0].argmax())
     occl = np.zeros((16, 16))
@@ -158,10 +152,9 @@ def test_kl_curve_known_answers():
     assert M.kl_auc(soft_probability, IMAGE, PERFECT) == pytest.approx(np.mean(expected))
 
 
-def test_kl_curve_matches_scipy_entropy_on_a_classifier():
+def test_kl_curve_matches_scipy_entropy_on_a_classifier(clf):
     from scipy.stats import entropy
 
-    clf = tiny_classifier()
     x = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(6))
     s = np.random.default_rng(7).random((16, 16))
     fr, kl = M.kl_curve(clf, x, s, fractions=[0.5])
@@ -197,8 +190,8 @@ class _PixelNet(nn.Module):
         return self.clf.logits01(x)
 
 
-def test_deletion_curve_equals_quantus_pixel_flipping():
-    clf = tiny_classifier(side=12)
+def test_deletion_curve_equals_quantus_pixel_flipping(tiny_cnn):
+    clf = tiny_cnn(12, **TINY)
     x = torch.rand(1, 3, 12, 12, generator=torch.Generator().manual_seed(8))
     s = np.random.default_rng(9).random((12, 12))  # no ties: quantus breaks them by position
     steps = 36  # 4 pixels (12 features: a pixel's 3 channels are adjacent in quantus's order) a step

@@ -222,7 +222,7 @@ def test_the_shared_model_is_left_alone(tiny, image):
         ({"stride": 0}, "stride must be"),
         ({"K": 0}, "K must be"),
         ({"K": 4, "stride": 5}, "at most K"),
-        ({"sampler": "bogus"}, "unknown sampler"),
+        ({"sampler": "bogus"}, "'bogus' is not one of patchsampler"),
         ({"value": 1.5}, "value must be"),
         ({"batch_size": 0}, "batch_size must be"),
         ({"sigma": -1.0}, "sigma must be"),
@@ -260,7 +260,7 @@ def _embedded(model_id):
 
 
 def _committed(key):
-    path = S._ROOT / key / "patchsampler.safetensors"
+    path = S.COMMITTED / key / "patchsampler.safetensors"
     if not path.exists():
         pytest.skip(f"no committed PatchSampler for {key}")
     return json.loads(path.with_suffix(".json").read_text())
@@ -274,7 +274,7 @@ def test_committed_samplers_beat_the_gaussian_on_held_out_pixels(key):
     (one categorical per pixel and channel), so it is compared with the Gaussian's per-pixel
     marginals; the Gaussian's joint density also uses the correlations inside the patch."""
     card = _committed(key)
-    g = json.loads((S._ROOT / key / "gaussian.json").read_text())
+    g = json.loads((S.COMMITTED / key / "gaussian.json").read_text())
     assert card["config"]["K"] == 8
     assert card["val_bits_per_subpixel"] < g["val_marginal_bits_per_subpixel"]
     assert card["val_bits_per_subpixel"] < 8.0  # better than uniform over 256 levels
@@ -335,5 +335,5 @@ def test_cli_explain_pmi_ig(tmp_path):
 def test_natural_photo_sampler_is_the_default_for_models_without_a_dataset(tiny):
     assert S.sampler_key(tiny) == "photos"
     tiny_shapes = Classifier("t", tiny.net, tiny.labels, (12, 12), dataset="shapes-biased")
-    expected = "shapes-biased" if (S._ROOT / "shapes-biased").is_dir() else "shapes"
+    expected = "shapes-biased" if (S.COMMITTED / "shapes-biased").is_dir() else "shapes"
     assert S.sampler_key(tiny_shapes) == expected

@@ -170,7 +170,7 @@ def test_mipin_check_leaves_the_model_and_the_fits_alone(shapes_resnet, one_thre
     import tempfile
 
     from explainers.methods import mipin as M
-    from explainers.training import ASSETS
+    from explainers.fitted import ASSETS
 
     clf, item = shapes_resnet
     monkeypatch.setenv("EXPLAINERS_HOME", str(tmp_path / "home"))

@@ -178,13 +178,7 @@ def test_soft_topk_implicit_gradient_equals_unrolled():
 # the method on a tiny random classifier (no assets needed)
 
 
-def tiny_classifier(size: int = 16) -> Classifier:
-    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 3))
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-    return Classifier("tiny", net, ["a", "b", "c"], (size, size), (0.5,) * 3, (0.25,) * 3)
+TINY = dict(pool=2, scale=0.5, mean=(0.5,) * 3, std=(0.25,) * 3)  # tiny_cnn's options for these tests
 
 
 def tiny_image(size: int = 16, seed: int = 0) -> torch.Tensor:
@@ -194,8 +188,8 @@ def tiny_image(size: int = 16, seed: int = 0) -> torch.Tensor:
 FAST = dict(mode="per-image", steps=6, n_mc=4, batch_size=4)
 
 
-def test_per_image_std_positive_finite_and_seeded():
-    clf = tiny_classifier()
+def test_per_image_std_positive_finite_and_seeded(tiny_cnn):
+    clf = tiny_cnn(16, **TINY)
     x = tiny_image()
     cfg = varsal.VarSalConfig(**FAST)
     a = varsal.run(clf, x, 0, cfg)
@@ -210,8 +204,8 @@ def test_per_image_std_positive_finite_and_seeded():
     assert not torch.equal(a.maps["mean"], c.maps["mean"])
 
 
-def test_per_image_batch_size_invariance():
-    clf = tiny_classifier()
+def test_per_image_batch_size_invariance(tiny_cnn):
+    clf = tiny_cnn(16, **TINY)
     x = tiny_image(seed=1)
     outs = [varsal.run(clf, x, 0, varsal.VarSalConfig(**{**FAST, "batch_size": bs})) for bs in (1, 3, 4)]
     for o in outs[1:]:
@@ -219,8 +213,8 @@ def test_per_image_batch_size_invariance():
         assert torch.allclose(o.maps["std"], outs[0].maps["std"], atol=2e-3)
 
 
-def test_per_image_lowers_the_objective_and_leaves_the_model_alone():
-    clf = tiny_classifier()
+def test_per_image_lowers_the_objective_and_leaves_the_model_alone(tiny_cnn):
+    clf = tiny_cnn(16, **TINY)
     before = {k: v.clone() for k, v in clf.net.state_dict().items()}
     x = tiny_image(seed=2)
     mu, log_nu, info = varsal.fit_one_image(clf, x, varsal.VarSalConfig(mode="per-image", steps=40, n_mc=8, lr=0.1))
@@ -245,18 +239,18 @@ def test_per_image_lowers_the_objective_and_leaves_the_model_alone():
     assert info["grid"] == [16, 16]
 
 
-def test_grid_caps_large_inputs_and_maps_come_back_at_input_size():
+def test_grid_caps_large_inputs_and_maps_come_back_at_input_size(tiny_cnn):
     assert varsal.grid_size((224, 224), 64) == (64, 64)
     assert varsal.grid_size((28, 28), 64) == (28, 28)
-    clf = tiny_classifier(24)
+    clf = tiny_cnn(24, **TINY)
     out = varsal.run(clf, tiny_image(24), 0, varsal.VarSalConfig(**{**FAST, "grid": 12}))
     assert out.maps["mean"].shape == (24, 24) and out.meta["grid"] == [12, 12]
     assert out.extras["samples"].shape == (4, 24, 24)
 
 
-def test_amortised_mode_without_encoder_is_an_explainer_error():
+def test_amortised_mode_without_encoder_is_an_explainer_error(tiny_cnn):
     with pytest.raises(ExplainerError, match="no fitted VarSal encoder"):
-        varsal.run(tiny_classifier(), tiny_image(), 0, varsal.VarSalConfig(mode="amortised"))
+        varsal.run(tiny_cnn(16, **TINY), tiny_image(), 0, varsal.VarSalConfig(mode="amortised"))
 
 
 @pytest.mark.parametrize(
@@ -292,15 +286,15 @@ TINY_FIT = dict(steps=8, batch_size=4, limit=24, val_size=8, eval_every=2, check
 
 
 @pytest.fixture(scope="module")
-def tiny_fit(tmp_path_factory):
+def tiny_fit(tmp_path_factory, tiny_cnn):
     from explainers.training.varsal import fit
 
     pytest.importorskip("explainers.data")
     out = tmp_path_factory.mktemp("varsal_fit")
-    return fit(tiny_classifier(), "shapes", out_dir=out, **TINY_FIT)
+    return fit(tiny_cnn(16, **TINY), "shapes", out_dir=out, **TINY_FIT)
 
 
-def test_fit_resumes_from_checkpoint_to_the_same_weights(tiny_fit, tmp_path):
+def test_fit_resumes_from_checkpoint_to_the_same_weights(tiny_fit, tmp_path, tiny_cnn):
     from safetensors.torch import load_file
 
     from explainers.errors import Cancelled
@@ -312,10 +306,10 @@ def test_fit_resumes_from_checkpoint_to_the_same_weights(tiny_fit, tmp_path):
             raise Cancelled
 
     with pytest.raises(Cancelled):
-        fit(tiny_classifier(), "shapes", out_dir=tmp_path, progress=stop_at_5, **TINY_FIT)
+        fit(tiny_cnn(16, **TINY), "shapes", out_dir=tmp_path, progress=stop_at_5, **TINY_FIT)
     assert (tmp_path / "varsal.ckpt.safetensors").exists()
     seen = []
-    path = fit(tiny_classifier(), "shapes", out_dir=tmp_path, progress=lambda d, t, m="": seen.append(d), **TINY_FIT)
+    path = fit(tiny_cnn(16, **TINY), "shapes", out_dir=tmp_path, progress=lambda d, t, m="": seen.append(d), **TINY_FIT)
     assert seen[0] == 4  # resumed after the last checkpoint (step 4), not from 0
     assert not (tmp_path / "varsal.ckpt.safetensors").exists()
     a, b = load_file(str(path)), load_file(str(tiny_fit))
@@ -326,8 +320,8 @@ def test_fit_resumes_from_checkpoint_to_the_same_weights(tiny_fit, tmp_path):
     assert "python -m explainers fit --explainer varsal --model tiny" in card["command"]
 
 
-def test_amortised_run_uses_the_encoder_and_falls_back_when_settings_differ(tiny_fit):
-    clf = tiny_classifier()
+def test_amortised_run_uses_the_encoder_and_falls_back_when_settings_differ(tiny_fit, tiny_cnn):
+    clf = tiny_cnn(16, **TINY)
     x = tiny_image()
     a = varsal.run(clf, x, 0, varsal.VarSalConfig(encoder=str(tiny_fit)))
     b = varsal.run(clf, x, 2, varsal.VarSalConfig(encoder=str(tiny_fit)))

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..classifiers.base import Classifier
+from ..config import knob
 from ..core import MethodOutput, MethodSpec, register
 from ..errors import ExplainerError
 from ..progress import report
@@ -48,10 +49,12 @@ class OcclusionConfig:
     """Captum ``Occlusion``: slide a ``window``×``window`` grey patch with ``stride``; the map is the
     drop of the target's probability, averaged over the windows covering each pixel."""
 
-    window: int = 8
-    stride: int = 4
-    value: float = 0.5  # grey level of the occluder, in [0, 1] before normalisation
-    batch_size: int = 64
+    window: int = knob(8, "side of the square occluder in pixels (default 8)", min=1, max=64, step=1)
+    stride: int = knob(4, "step between occluder positions in pixels (default 4)", min=1, max=64, step=1)
+    value: float = knob(0.5, "grey level of the occluder, in [0, 1] before the classifier's normalisation (default 0.5)",
+                        min=0.0, max=1.0, step=0.05)
+    batch_size: int = knob(64, "occluded images per forward (the map does not depend on it; default 64)", min=1,
+                           max=1024, step=1, advanced=True)
 
     def __post_init__(self):
         _check(self.window >= 1 and self.stride >= 1, "occlusion: window and stride must be at least 1")
@@ -80,9 +83,12 @@ def run_occlusion(clf: Classifier, x01: torch.Tensor, target: int, cfg: Occlusio
 class IntegratedGradientsConfig:
     """Captum ``IntegratedGradients`` from a constant grey ``value`` baseline, summed over channels."""
 
-    steps: int = 32
-    value: float = 0.0  # baseline grey level in [0, 1] before normalisation (0 = black)
-    batch_size: int = 32
+    steps: int = knob(32, "points m of the Riemann sum along the path (default 32)", min=1, max=512, step=1,
+                      symbol="m")
+    value: float = knob(0.0, "grey level of the baseline image x′, in [0, 1] before the classifier's normalisation "
+                        "(0 = black, the default)", min=0.0, max=1.0, step=0.05, symbol="x′")
+    batch_size: int = knob(32, "path points per forward (the map does not depend on it; default 32)", min=1, max=1024,
+                           step=1, advanced=True)
 
     def __post_init__(self):
         _check(self.steps >= 1, "integrated-gradients: steps must be at least 1")
@@ -133,7 +139,7 @@ def gradcam_layer(net: nn.Module) -> nn.Module:
 class GradCAMConfig:
     """Captum ``LayerGradCam`` on the last convolutional features, ReLU'd and bilinearly upsampled."""
 
-    relu: bool = True
+    relu: bool = knob(True, "keep only the positive part of the weighted activations (Grad-CAM's ReLU; default on)")
 
 
 def run_gradcam(clf, x01, target, cfg: GradCAMConfig, progress=None) -> MethodOutput:
@@ -152,7 +158,8 @@ def run_gradcam(clf, x01, target, cfg: GradCAMConfig, progress=None) -> MethodOu
 class SaliencyConfig:
     """Captum ``Saliency``: |∂ logit / ∂ x|, max over channels (Simonyan et al. 2014)."""
 
-    abs: bool = True
+    abs: bool = knob(True, "on: |gradient|, max over channels (Simonyan et al.); off: the signed gradient summed over "
+                     "channels (default on)")
 
 
 def run_saliency(clf, x01, target, cfg: SaliencyConfig, progress=None) -> MethodOutput:
@@ -165,16 +172,15 @@ def run_saliency(clf, x01, target, cfg: SaliencyConfig, progress=None) -> Method
 # ------------------------------------------------------------------------------------------ RISE
 @dataclass(frozen=True)
 class RISEConfig:
-    """RISE (Petsiuk et al. 2018): E[p(target | x ⊙ M) · M] / E[M] over random upsampled binary masks.
+    """RISE (Petsiuk et al. 2018): E[p(target | x ⊙ M) · M] / E[M] over random upsampled binary masks."""
 
-    ``cells``: the coarse grid side (s in the paper); ``p``: probability a cell is kept.
-    """
-
-    masks: int = 1000
-    cells: int = 8
-    p: float = 0.5
-    batch_size: int = 100
-    seed: int = 0
+    masks: int = knob(1000, "random masks N (default 1000)", min=1, max=10000, step=50, symbol="N")
+    cells: int = knob(8, "side s of the coarse grid each mask is drawn on (default 8)", min=2, max=32, step=1, symbol="s")
+    p: float = knob(0.5, "probability p that a grid cell is kept (default 0.5)", min=0.05, max=0.95, step=0.05,
+                    symbol="p")
+    batch_size: int = knob(100, "masked images per forward (the map does not depend on it; default 100)", min=1,
+                           max=1024, step=1, advanced=True)
+    seed: int = knob(0, "seeds the masks (default 0)", min=0, step=1)
 
     def __post_init__(self):
         _check(self.masks >= 1 and self.batch_size >= 1, "rise: masks and batch_size must be at least 1")
@@ -203,10 +209,15 @@ def run_rise(clf, x01, target, cfg: RISEConfig, progress=None) -> MethodOutput:
 
 
 for _spec in [
-    MethodSpec("occlusion", "Occlusion (Captum)", OcclusionConfig, run_occlusion, {"occlusion": "signed"}, {"occlusion": "Δ probability"}, "Zeiler & Fergus 2014"),
-    MethodSpec("integrated-gradients", "Integrated Gradients (Captum)", IntegratedGradientsConfig, run_integrated_gradients, {"integrated-gradients": "signed"}, {"integrated-gradients": "logit"}, "Sundararajan et al. 2017"),
-    MethodSpec("gradcam", "Grad-CAM (Captum)", GradCAMConfig, run_gradcam, {"gradcam": "positive"}, {"gradcam": "activation × gradient"}, "Selvaraju et al. 2017"),
-    MethodSpec("saliency", "Gradient saliency (Captum)", SaliencyConfig, run_saliency, {"saliency": "positive"}, {"saliency": "|∂ logit / ∂ pixel|"}, "Simonyan et al. 2014"),
-    MethodSpec("rise", "RISE", RISEConfig, run_rise, {"rise": "positive"}, {"rise": "probability"}, "Petsiuk et al. 2018"),
+    MethodSpec("occlusion", "Occlusion (Captum)", OcclusionConfig, run_occlusion, {"occlusion": "signed"},
+               {"occlusion": "Δ probability"}, cite="Zeiler & Fergus 2014"),
+    MethodSpec("integrated-gradients", "Integrated Gradients (Captum)", IntegratedGradientsConfig, run_integrated_gradients,
+               {"integrated-gradients": "signed"}, {"integrated-gradients": "logit"}, cite="Sundararajan et al. 2017"),
+    MethodSpec("gradcam", "Grad-CAM (Captum)", GradCAMConfig, run_gradcam, {"gradcam": "positive"},
+               {"gradcam": "activation × gradient"}, cite="Selvaraju et al. 2017"),
+    MethodSpec("saliency", "Gradient saliency (Captum)", SaliencyConfig, run_saliency, {"saliency": "positive"},
+               {"saliency": "|∂ logit / ∂ pixel|"}, cite="Simonyan et al. 2014"),
+    MethodSpec("rise", "RISE", RISEConfig, run_rise, {"rise": "positive"}, {"rise": "probability"},
+               cite="Petsiuk et al. 2018"),
 ]:
     register(_spec)

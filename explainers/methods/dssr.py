@@ -64,7 +64,7 @@ larger than the image for DSSR+) and ``probabilities`` (original / preserved / d
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -72,6 +72,7 @@ import torch
 import torch.nn.functional as F
 
 from ..classifiers.base import Classifier
+from ..config import knob
 from ..core import MethodOutput, MethodSpec, register
 from ..errors import ExplainerError
 from ..progress import report
@@ -90,41 +91,45 @@ def _check(cond: bool, msg: str) -> None:
 
 @dataclass(frozen=True)
 class DSSRConfig:
-    """DSSR+ knobs (paper 001, Section 3–4). ``None`` = the paper's value scaled to the input size.
+    """DSSR+ knobs (paper 001, Section 3–4); each field's help gives the paper's symbol and value.
 
-    - ``variant`` = ``dssr+`` (Eq. 5); ``dssr`` (Eq. 4), ``ssr`` (Eq. 2), ``sdr`` (Eq. 3) are the
-      ablations of the paper's Fig. 2–3.
-    - ``reference`` = ``noise`` (U(0, 1), the paper's), ``blur`` or ``constant`` (grey ``value`` = 0.5).
-    - ``lam`` = None: λ = 10/(H·W) for DSSR(+) and 1/(H·W) for SSR/SDR (10/224², 1/224² at 224).
-    - ``theta`` = 0.5, ``lam_small`` = 0.1: two-stage λ (Section 3.3, DSSR and DSSR+ only): λ·lam_small
-      while f(preserved) ≤ θ, λ afterwards. Not given by the paper; our defaults.
-    - ``iterations`` = 300, ``lr`` = 0.1 (Adam), as in Section 4.1.
-    - ``k1``, ``s1``, ``p1`` = None: max-pool of the regulariser, paper 12/1/6 at 224;
-      ``k2``, ``s2``, ``p2`` = None: average pool of the auxiliary mask, paper 16/1/0 at 224.
-    - ``init`` = None: initial m (our highlighted mask): the paper's, 1 for DSSR(+), 0 for SSR/SDR.
-    - ``early_stop`` = 0 (off): stop when the mean loss over the last ``patience`` = 20 iterations
-      moved by less than this from the ``patience`` before.
-    - ``seed`` = 0: the reference noise.
+    ``None`` (shown as auto) = the paper's value scaled to the input size (:meth:`resolve`). The
+    two-stage λ (Section 3.3, DSSR and DSSR+ only) uses λ·lam_small while f(preserved) ≤ θ and λ
+    afterwards; the paper gives neither θ nor the smaller λ, so those defaults are ours.
     """
 
-    variant: str = field(default="dssr+", metadata={"choices": VARIANTS})
-    reference: str = field(default="noise", metadata={"choices": REFERENCES})
-    value: float = 0.5
-    lam: Optional[float] = None
-    theta: float = 0.5
-    lam_small: float = 0.1
-    iterations: int = 300
-    lr: float = 0.1
-    k1: Optional[int] = None
-    s1: Optional[int] = None
-    p1: Optional[int] = None
-    k2: Optional[int] = None
-    s2: Optional[int] = None
-    p2: Optional[int] = None
-    init: Optional[float] = None
-    early_stop: float = 0.0
-    patience: int = 20
-    seed: int = 0
+    variant: str = knob("dssr+", "dssr+ (Eq. 5, default); the ablations of Fig. 2–3: dssr (Eq. 4), ssr (Eq. 2), "
+                        "sdr (Eq. 3)", choices=VARIANTS)
+    reference: str = knob("noise", "the reference r of Eq. 1: noise (U(0, 1), the paper's, default), blur, or "
+                          "constant (grey value)", choices=REFERENCES, symbol="r")
+    value: float = knob(0.5, "grey level of the constant reference, in [0, 1] (default 0.5)", min=0.0, max=1.0,
+                        step=0.05)
+    lam: Optional[float] = knob(None, "sparsity weight λ; auto = 10/(H·W) for DSSR(+), 1/(H·W) for SSR/SDR "
+                                "(the paper's 10/224², 1/224²)", min=0.0, symbol="λ", auto="auto")
+    theta: float = knob(0.5, "two-stage λ threshold θ on f(preserved) (Section 3.3; not given by the paper, ours 0.5)",
+                        min=0.0, max=1.0, step=0.05, symbol="θ", advanced=True)
+    lam_small: float = knob(0.1, "the smaller λ of the two-stage schedule, as a fraction of λ (not given by the "
+                            "paper, ours 0.1)", min=0.0, max=1.0, step=0.05, advanced=True)
+    iterations: int = knob(300, "Adam iterations (Section 4.1: 300)", min=1, max=2000, step=10)
+    lr: float = knob(0.1, "Adam's learning rate (Section 4.1: 0.1)", min=0.001, max=1.0, step=0.001, advanced=True)
+    k1: Optional[int] = knob(None, "max-pool window k1 of the regulariser; auto = the paper's 12 at 224, scaled",
+                             min=1, symbol="k1", auto="auto", advanced=True)
+    s1: Optional[int] = knob(None, "max-pool stride s1; auto = the paper's 1", min=1, symbol="s1", auto="auto",
+                             advanced=True)
+    p1: Optional[int] = knob(None, "max-pool padding p1; auto = k1 // 2 (the paper's 6 at 224)", min=0, symbol="p1",
+                             auto="auto", advanced=True)
+    k2: Optional[int] = knob(None, "average-pool window k2 of the auxiliary mask m̄; auto = the paper's 16 at 224, "
+                             "scaled", min=1, symbol="k2", auto="auto", advanced=True)
+    s2: Optional[int] = knob(None, "average-pool stride s2; auto = the paper's 1", min=1, symbol="s2", auto="auto",
+                             advanced=True)
+    p2: Optional[int] = knob(None, "average-pool padding p2; auto = the paper's 0", min=0, symbol="p2", auto="auto",
+                             advanced=True)
+    init: Optional[float] = knob(None, "initial mask m (1 = highlighted); auto = the paper's, 1 for DSSR(+), 0 for "
+                                 "SSR/SDR", min=0.0, max=1.0, auto="auto", advanced=True)
+    early_stop: float = knob(0.0, "stop when the mean loss over the last patience iterations moved by less than this "
+                             "(0 = off, the default)", min=0.0, advanced=True)
+    patience: int = knob(20, "iterations per window of the early stop (default 20)", min=1, step=1, advanced=True)
+    seed: int = knob(0, "seeds the reference noise (default 0)", min=0, step=1)
 
     def __post_init__(self):
         _check(self.variant in VARIANTS, f"variant must be one of {', '.join(VARIANTS)}, not {self.variant!r}")
@@ -317,4 +322,4 @@ def run(clf: Classifier, x01: torch.Tensor, target: int, cfg: DSSRConfig, progre
     )
 
 
-register(MethodSpec("dssr", "DSSR+", DSSRConfig, run, {"mask": "mask"}, {"mask": "mask value"}, "paper 001"))
+register(MethodSpec("dssr", "DSSR+", DSSRConfig, run, {"mask": "mask"}, {"mask": "mask value"}, paper="001_0118de9508c317d1"))

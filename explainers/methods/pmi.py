@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..batching import map_chunks
+from ..config import knob
 from ..core import MethodOutput, MethodSpec, register
 from ..errors import ExplainerError
 from ..progress import report
@@ -37,32 +38,31 @@ LN2 = math.log(2.0)
 class PMIConfig:
     """Knobs of ``pmi-ig``.
 
-    K: patch side in pixels (paper: 8).
-    N: Monte-Carlo in-fills per patch, Eq. 3 (paper: 8). Deterministic samplers (blur, mean,
-       constant) give N identical in-fills, so they run one forward per patch.
-    stride: patch stride S (4; the paper uses every patch, S = 1, and notes a larger stride cuts
-       the run time — S = 4 keeps the app interactive). The last row/column of patches is moved
-       to touch the border when (side − K) is not a multiple of S, so every pixel is covered
-       (S ≤ K is required for the same reason).
-    sampler: patchsampler (the paper's), gaussian (PDA's conditional Gaussian), blur, mean,
-       noise, constant.
-    value: grey level in [0, 1] for ``constant`` (before the classifier's normalisation).
-    sigma: blur width in pixels for ``blur`` (None: K / 2).
-    sampler_data: which fitted samplers to use (a data key such as ``shapes``, ``digits``,
-       ``photos``, or a folder); None: the classifier's dataset, ``photos`` for ImageNet/user models.
-    batch_size: classifier forwards per batch (halved automatically on CUDA out-of-memory).
-    seed: seeds the sampler's torch.Generator.
+    The last row/column of patches is moved to touch the border when (side − K) is not a multiple
+    of S, so every pixel is covered (S ≤ K is required for the same reason). Deterministic samplers
+    (blur, mean, constant) give N identical in-fills, so they run one forward per patch. The
+    fitted samplers (patchsampler, gaussian) exist for some K only: a missing one is an error
+    naming the command that fits it.
     """
 
-    K: int = 8
-    N: int = 8
-    stride: int = 4
-    sampler: str = "patchsampler"
-    value: float = 0.5
-    sigma: Optional[float] = None
-    sampler_data: Optional[str] = None
-    batch_size: int = 64
-    seed: int = 0
+    K: int = knob(8, "patch side K in pixels (paper: 8); each patch is in-filled given its 3K×3K neighbourhood",
+                  min=1, max=32, step=1, symbol="K")
+    N: int = knob(8, "Monte-Carlo in-fills per patch, Eq. 3 (paper: 8)", min=1, max=128, step=1, symbol="N")
+    stride: int = knob(4, "patch stride S, at most K (default 4; the paper uses every patch, S = 1, and notes a larger "
+                       "stride cuts the run time); smaller = finer and slower", min=1, max=32, step=1, symbol="S")
+    sampler: str = knob("patchsampler", "what in-fills a patch: patchsampler (the paper's, default), gaussian (PDA's "
+                        "conditional Gaussian), blur or mean (from the surrounding ring), noise (uniform), constant "
+                        "(a grey level)", choices=SAMPLERS)
+    value: float = knob(0.5, "grey level in [0, 1] of the constant sampler, before the classifier's normalisation "
+                        "(the paper's black is 0; default 0.5)", min=0.0, max=1.0, step=0.05)
+    sigma: Optional[float] = knob(None, "blur width σ in pixels of the blur sampler; auto = K / 2", min=0.1,
+                                  symbol="σ", auto="auto", advanced=True)
+    sampler_data: Optional[str] = knob(None, "which fitted samplers to use: a data key (shapes, digits, photos) or a "
+                                       "folder; auto = the classifier's dataset, photos for ImageNet and user models",
+                                       auto="auto", advanced=True)
+    batch_size: int = knob(64, "classifier forwards per batch (halved on CUDA out-of-memory; the maps do not depend "
+                           "on it; default 64)", min=1, max=1024, step=1, advanced=True)
+    seed: int = knob(0, "seeds the samplers' random draws (default 0)", min=0, step=1)
 
     def __post_init__(self) -> None:
         for name in ("K", "N", "stride", "batch_size"):
@@ -217,9 +217,7 @@ register(
         run=run,
         maps={"pmi": "signed", "ig": "positive"},
         units={"pmi": "bits", "ig": "bits"},
-        paper="Information-theoretic visual explanation for black-box classifiers (PMI / IG maps)",
+        paper="000_3821e9a6f7050c9a",
         needs_fit=True,
     )
 )
-
-# the PatchSampler's fitter (``python -m explainers fit --explainer patchsampler``)

@@ -281,7 +281,7 @@ def fit(clf, data: str, out_dir: Optional[str] = None, progress=None, **options)
             "val_from": val_from,
             "command": f"python -m explainers fit --explainer patchsampler --data {data}"
             + "".join(f" --set {k}={v}" for k, v in sorted(options.items())),
-            "architecture": "PatchSamplerNet (Appendix B.C, adapted; see explainers/methods/samplers.py)",
+            "architecture": "PatchSamplerNet (Appendix B.C, adapted; see explainers/methods/samplers/fits.py)",
         }
         config = {**dataclasses.asdict(cfg), "channels": channels, "levels": LEVELS}
         path = save_fitted(out / f"{name}.safetensors", net, config, **info)

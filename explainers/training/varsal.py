@@ -40,7 +40,7 @@ import dataclasses
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -48,55 +48,45 @@ import torch
 
 from ..batching import step_generator
 from ..classifiers.base import Classifier
+from ..config import knob, parse
 from ..errors import ExplainerError
+from ..fitted import Checkpoint, load_fitted, save_fitted, user_dir
 from ..methods import softtv
-from ..methods.varsal import BASELINES, FIT_NAME, Encoder, EncoderConfig, VarSalConfig, baselines, draw_k, draw_kinds, likelihood
+from ..methods.varsal import (
+    FIT_NAME, TRAINING_FIELDS, Encoder, EncoderConfig, VarSalConfig, baselines, draw_k, draw_kinds, likelihood,
+)
 from ..progress import report
-from ..fitted import Checkpoint, save_fitted, user_dir
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training options (``--set key=value``). Paper values where it gives them (Appendix C).
+    """Training options (``--set key=value``); Appendix C's values where it gives them.
 
-    - ``steps`` = 2000 optimiser steps of ``batch_size`` = 32 images (the paper: 10 ImageNet
-      epochs at batch 128 on a GPU);
-    - ``lr`` = 1e-4, ``weight_decay`` = 5e-4, ``beta1`` = 0.9, ``beta2`` = 0.99 (Appendix C);
-      ``schedule`` = constant (the paper) or cosine (lr decays to 0 over ``steps``);
-    - ``width`` = 1.0: multiplier of the encoder's hidden channel counts (Appendix C's list);
-      ``stride`` = 1: 1 = saliency map at the input's resolution (the paper), 2 = half resolution;
-    - ``alpha`` = 0.4, ``beta`` = None (1/(10hw)), ``baseline`` = random, ``k_min`` = 0.1,
-      ``k_max`` = 0.9, ``topk_eps`` = 0.05, ``sinkhorn_iters`` = 200, ``blur_sigma`` = None,
-      ``noise_std`` = 0.1: the objective, as in :class:`explainers.methods.varsal.VarSalConfig`;
-    - ``limit`` = None: use only the first ``limit`` training images;
-    - ``val_size`` = 128 validation images, evaluated every ``eval_every`` = 50 steps;
-      ``checkpoint_every`` = 50;
-    - ``seed`` = 0 (weights, shuffling, every draw).
+    The objective's settings are VarSal's own (``method``, a :class:`VarSalConfig`): ``--set
+    alpha=0.3`` is routed there by :func:`explainers.config.parse`. Only the objective's fields
+    (``TRAINING_FIELDS``) apply to training; ``steps``, ``lr``, ``batch_size`` and ``seed`` are the
+    trainer's own.
     """
 
-    steps: int = 2000
-    batch_size: int = 32
-    lr: float = 1e-4
-    weight_decay: float = 5e-4
-    beta1: float = 0.9
-    beta2: float = 0.99
-    schedule: str = "constant"
-    width: float = 1.0
-    stride: int = 1
-    alpha: float = 0.4
-    beta: Optional[float] = None
-    baseline: str = "random"
-    k_min: float = 0.1
-    k_max: float = 0.9
-    topk_eps: float = 0.05
-    sinkhorn_iters: int = 200
-    blur_sigma: Optional[float] = None
-    noise_std: float = 0.1
-    limit: Optional[int] = None
-    val_size: int = 128
-    eval_every: int = 50
-    checkpoint_every: int = 50
-    seed: int = 0
+    steps: int = knob(2000, "optimiser steps (the paper: 10 ImageNet epochs at batch 128 on a GPU; default 2000)",
+                      min=1, step=50)
+    batch_size: int = knob(32, "images per step (default 32)", min=1, step=1)
+    lr: float = knob(1e-4, "Adam's learning rate (Appendix C: 1e-4)", min=0.0)
+    weight_decay: float = knob(5e-4, "Adam's weight decay (Appendix C: 5e-4)", min=0.0)
+    beta1: float = knob(0.9, "Adam's β1 (Appendix C: 0.9)", min=0.0, max=0.999, symbol="β1")
+    beta2: float = knob(0.99, "Adam's β2 (Appendix C: 0.99)", min=0.0, max=0.999, symbol="β2")
+    schedule: str = knob("constant", "learning rate: constant (the paper) or cosine (decays to 0 over steps)",
+                         choices=("constant", "cosine"))
+    width: float = knob(1.0, "multiplier of the encoder's hidden channel counts (Appendix C's list; default 1)",
+                        min=0.01, max=4.0)
+    stride: int = knob(1, "1 = saliency map at the input's resolution (the paper), 2 = half resolution",
+                       choices=(1, 2, 4))
+    method: VarSalConfig = field(default_factory=VarSalConfig)  # the objective (alpha, beta, baseline, ...)
+    limit: Optional[int] = knob(None, "use only the first limit training images; auto = all", min=1, auto="auto")
+    val_size: int = knob(128, "validation images (default 128)", min=1)
+    eval_every: int = knob(50, "steps between validation losses (default 50)", min=1)
+    checkpoint_every: int = knob(50, "steps between checkpoints (default 50)", min=1)
+    seed: int = knob(0, "seeds the weights, the shuffling and every draw (default 0)", min=0)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "val_size", "eval_every", "checkpoint_every"):
@@ -109,40 +99,21 @@ class TrainConfig:
         if self.limit is not None and self.limit < 1:
             raise ExplainerError("limit must be at least 1")
         EncoderConfig(width=self.width, stride=self.stride)
-        self.objective()  # validates α, β, baseline, k range, ε, ...
+        ignored = [f.name for f in dataclasses.fields(VarSalConfig)
+                   if f.name not in TRAINING_FIELDS and getattr(self.method, f.name) != f.default]
+        if ignored:
+            raise ExplainerError(f"varsal fit: {', '.join(ignored)} is not a training option (the objective's are {', '.join(TRAINING_FIELDS)})")
 
-    def objective(self) -> VarSalConfig:
-        return VarSalConfig(
-            alpha=self.alpha, beta=self.beta, baseline=self.baseline, k_min=self.k_min, k_max=self.k_max,
-            topk_eps=self.topk_eps, sinkhorn_iters=self.sinkhorn_iters, blur_sigma=self.blur_sigma, noise_std=self.noise_std,
-        )
-
-
-def _make_config(options: dict) -> TrainConfig:
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(options) - set(fields))
-    if unknown:
-        raise ExplainerError(f"unknown varsal training option(s) {', '.join(unknown)}; known: {', '.join(fields)}")
-    values = {}
-    for k, v in options.items():
-        if not isinstance(v, str):
-            values[k] = v
-            continue
-        d = fields[k].default
-        try:
-            if v.lower() == "none" and (d is None or k in ("beta", "blur_sigma", "limit")):
-                values[k] = None
-            elif isinstance(d, bool):
-                values[k] = v.lower() in ("1", "true", "yes")
-            elif isinstance(d, int) or k == "limit":
-                values[k] = int(v)
-            elif isinstance(d, float) or k in ("beta", "blur_sigma"):
-                values[k] = float(v)
+    def flat(self) -> dict:
+        """The options as one flat dict, the objective's fields in place of ``method`` (the layout of
+        the checkpoints and the cards' ``command``)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            if f.name == "method":
+                out.update({k: getattr(self.method, k) for k in TRAINING_FIELDS})
             else:
-                values[k] = v
-        except ValueError:
-            raise ExplainerError(f"varsal training option {k}: cannot read {v!r}") from None
-    return TrainConfig(**values)
+                out[f.name] = getattr(self, f.name)
+        return out
 
 
 def _tensors(source: str, split: str, clf: Classifier, limit: Optional[int]) -> tuple[torch.Tensor, str]:
@@ -181,8 +152,8 @@ def fit(
 ) -> Path:
     """Train the encoder for ``clf`` on ``data`` (built-in name or image folder); returns the weights path."""
 
-    cfg = _make_config(options)
-    obj = cfg.objective()
+    cfg = parse(TrainConfig, options, owner="varsal fit")
+    obj = cfg.method
     out = Path(out_dir) if out_dir else user_dir(clf.id)
     out.mkdir(parents=True, exist_ok=True)
     weights = out / f"{FIT_NAME}.safetensors"
@@ -211,7 +182,7 @@ def fit(
     start, best, history, seconds, cpu = 0, math.inf, [], 0.0, 0.0
     if ckpt.exists():
         start, extra = ckpt.load(enc, opt)
-        if extra.get("train_config") != json.loads(json.dumps(dataclasses.asdict(cfg))):
+        if extra.get("train_config") != json.loads(json.dumps(cfg.flat())):
             raise ExplainerError(f"a checkpoint with other settings is in {out}; remove {ckpt.tensors.name} to start afresh")
         best, history, seconds, cpu = extra["best"], extra["history"], extra["seconds"], extra.get("cpu_seconds", 0.0)
 
@@ -225,7 +196,8 @@ def fit(
         return float(loss), float(lik), float(kl)
 
     def card(step: int) -> dict:
-        sets = " ".join(f"--set {k}={v}" for k, v in dataclasses.asdict(cfg).items() if v != getattr(TrainConfig, k, None) and v is not None)
+        defaults = TrainConfig().flat()
+        sets = " ".join(f"--set {k}={v}" for k, v in cfg.flat().items() if v != defaults[k] and v is not None)
         return {
             "model": clf.id,
             "dataset": str(data),
@@ -240,7 +212,9 @@ def fit(
         }
 
     def config_dict() -> dict:
-        return {**dataclasses.asdict(obj), **{k: v for k, v in dataclasses.asdict(cfg).items()}, "encoder": dataclasses.asdict(enc_cfg)}
+        # the card's layout since the first fits (what ``methods.varsal`` reads): every VarSalConfig
+        # field and every training option flat, the trainer's steps/lr/batch_size/seed winning
+        return {**dataclasses.asdict(obj), **cfg.flat(), "encoder": dataclasses.asdict(enc_cfg)}
 
     enc.train()
     t0 = time.perf_counter() - seconds
@@ -274,13 +248,11 @@ def fit(
                 save_fitted(weights, enc, config_dict(), **card(done))
             msg += f" · val {vloss:.3f} (best {best:.3f})"
         if done % cfg.checkpoint_every == 0 and done < cfg.steps:
-            ckpt.save(enc, opt, done, best=best, history=history, seconds=seconds, cpu_seconds=cpu, train_config=dataclasses.asdict(cfg))
+            ckpt.save(enc, opt, done, best=best, history=history, seconds=seconds, cpu_seconds=cpu, train_config=cfg.flat())
         report(progress, done, cfg.steps, msg)
     if not weights.exists():  # steps already done by a previous run but nothing saved (cannot happen normally)
         save_fitted(weights, enc, config_dict(), **card(cfg.steps))
     else:  # refresh the card's history and time; the weights stay the best ones
-        from ..fitted import load_fitted
-
         _, old = load_fitted(weights)
         old.update(history=history, seconds=round(seconds, 1), cpu_seconds=round(cpu, 1), steps_run=cfg.steps)
         weights.with_suffix(".json").write_text(json.dumps(old, indent=2, sort_keys=True, default=str))
