@@ -184,20 +184,22 @@ def find_fitted(kind: str, key: str, K: int) -> Path:
     )
 
 
-@functools.lru_cache(maxsize=16)
-def load_patchsampler(path: str, device: str) -> PatchSamplerNet:
-    """The fitted PatchSampler at ``path`` on ``device`` (loaded once; never modified)."""
-    tensors, card = fitted.load_fitted(path, device)
+def _build_patchsampler(card: dict) -> PatchSamplerNet:
     cfg = card["config"]
-    net = PatchSamplerNet(int(cfg["K"]), int(cfg["channels"]), int(cfg["width"]), kernel2=int(cfg.get("kernel2", 0)))
-    net.load_state_dict(tensors)
-    net.to(device).eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net
+    return PatchSamplerNet(int(cfg["K"]), int(cfg["channels"]), int(cfg["width"]), kernel2=int(cfg.get("kernel2", 0)))
+
+
+def load_patchsampler(path: str, device: str) -> PatchSamplerNet:
+    """The fitted PatchSampler at ``path`` on ``device`` (loaded once per file version; never modified)."""
+    return fitted.load_frozen(path, device, _build_patchsampler)[0]
 
 
 @functools.lru_cache(maxsize=16)
-def load_gaussian(path: str, device: str) -> tuple[dict[str, torch.Tensor], dict]:
+def _load_gaussian(path: str, device: str, _stamp: tuple) -> tuple[dict[str, torch.Tensor], dict]:
     tensors, card = fitted.load_fitted(path, device)
     return tensors, card["config"]
+
+
+def load_gaussian(path: str, device: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """The fitted conditional Gaussian's moments and config (loaded once per file version)."""
+    return _load_gaussian(str(path), str(device), fitted.file_digest(path))

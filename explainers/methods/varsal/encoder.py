@@ -1,7 +1,6 @@
 """VarSal's amortised encoder (paper 002, Appendix C) and loading a fitted one."""
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,24 +85,18 @@ def fitted_path(clf: Classifier) -> Optional[Path]:
     return fitted.find(clf.id, f"{FIT_NAME}.safetensors")
 
 
-@functools.lru_cache(maxsize=16)
-def _load_encoder(path: str, device: str) -> tuple[Encoder, dict]:
-    tensors, card = fitted.load_fitted(path, device="cpu")
+def _build_encoder(card: dict) -> Encoder:
     ec = card["config"]["encoder"]
-    enc = Encoder(EncoderConfig(channels=tuple(ec["channels"]), width=float(ec["width"]), in_channels=int(ec["in_channels"]), stride=int(ec.get("stride", 1))))
-    enc.load_state_dict(tensors)
-    enc.eval().to(device)
-    for p in enc.parameters():
-        p.requires_grad_(False)
-    return enc, card
+    return Encoder(EncoderConfig(channels=tuple(ec["channels"]), width=float(ec["width"]), in_channels=int(ec["in_channels"]), stride=int(ec.get("stride", 1))))
 
 
 def load_encoder(path: str | Path, device: torch.device | str) -> tuple[Encoder, dict]:
-    """A fitted encoder (eval mode, frozen) and its card, loaded once per (path, device); never mutate it."""
+    """A fitted encoder (eval mode, frozen) and its card, loaded once per (path, device, file
+    version: a refit in place is picked up); never mutate it."""
     p = Path(path).expanduser().resolve()
     if not p.exists() or not p.with_suffix(".json").exists():
         raise ExplainerError(f"no fitted VarSal encoder at {p} (needs the .safetensors and the .json beside it)")
-    return _load_encoder(str(p), str(torch.device(device)))
+    return fitted.load_frozen(p, device, _build_encoder)
 
 
 def upsample(a: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
