@@ -30,7 +30,7 @@ from explainers.evaluation import evaluate, plot_summary, summarise, summary_tab
 from explainers.metrics import random_map  # noqa: E402
 
 ORDER = ["pmi-ig", "dssr", "varsal", "dcontrol", "mipin", "occlusion", "integrated-gradients", "gradcam", "saliency", "rise", "random"]
-# fast settings where the defaults take seconds per image on a CPU (the defaults are in DESIGN.md);
+# fast settings where the defaults take seconds per image on a CPU (the defaults are in each method's config);
 # PMI runs at its default stride 4: at stride 8 its 8-pixel blocks tie for the maximum and the
 # pointing game's strict tie rule (every maximal pixel inside) counts most of them as misses
 FAST = {

@@ -1,4 +1,4 @@
-"""The embedded classifiers: they load, offer DESIGN.md's interface and reach their test accuracy."""
+"""The embedded classifiers: they load, offer the public interface and reach their test accuracy."""
 from __future__ import annotations
 
 import json
@@ -18,7 +18,7 @@ from explainers.training.classifiers import accuracy
 def test_embedded_model_reaches_95_percent_on_its_test_split(model_id):
     spec = EMBEDDED[model_id]
     clf = load_classifier(model_id, device="cpu")
-    # DESIGN.md's interface
+    # the public interface
     assert not clf.net.training and clf.device.type == "cpu"
     assert clf.input_size == (spec.input_size, spec.input_size)
     ds = load_dataset(spec.dataset, "test")
