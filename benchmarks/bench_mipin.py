@@ -9,7 +9,8 @@ Prints, for the chosen model (default: the embedded default):
 - the same after a λ change (the dense inverses re-solved from the stored statistics, first call
   and cached);
 - the fit of ``--fit-classes`` (default one class) on the model's training split into a temporary
-  folder, with the seconds per layer, target: one class of the default within 60 s;
+  folder, with the seconds per layer (target: one class of the default within 60 s) and each
+  layer's reconstruction R² on the held-out images (the fit card's ``summary``);
 - with ``--completeness N``: APC and positive APC (Eq. 10–11) of the committed fit on N test images.
 """
 from __future__ import annotations
@@ -125,8 +126,11 @@ def main() -> None:
             n_cls = len(card["classes"])
             print(f"fit {n_cls} class(es) on {card['n_samples']} {card['data']} images: {total:.1f} s "
                   f"({total / n_cls:.1f} s per class; target <= 60 s for one class of the default)")
-            for k, s in card["seconds_per_layer"].items():
+            for k, s in sorted(card["seconds_per_layer"].items(), key=lambda kv: -int(kv[0])):
                 print(f"   layer {k:>2} ({card['plan'][int(k)][0]:7s}) {s:7.2f} s")
+            print(f"reconstruction R² per layer (held out: {card['heldout']['from']}, {card['heldout']['n']} images):")
+            for line in card.get("summary", []):
+                print(f"   {line}")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 """MIP-IN (paper 004): the inverses (Eq. 5–8), forward ReLU (Section 4.2), Algorithm 1's
 attribution, the streamed fit, APC (Eq. 10–11), and the paper's properties on the trained models.
 
-Equation tests use tiny random networks and data; the property tests (marked slow) need the
-embedded classifiers and their committed fits, and skip with a reason when those are missing.
+Equation tests use tiny random networks and data, and the map is checked end to end against a
+slow reference (Algorithm 1 written out with explicit matrices); the property tests (marked slow)
+need the embedded classifiers and their committed fits, and skip with a reason when those are missing.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -299,8 +301,167 @@ def test_attribution_is_the_product_of_gated_inverse_weights(mlp_fit):
         S = Ws[0] @ (G[0] @ (Ws[1] @ (G[1] @ (Ws[2] @ y.reshape(1) + bs[2])) + bs[1])) + bs[0]
         np.testing.assert_allclose(out["attribution_x0"][i].reshape(-1).numpy(), A.numpy(), rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(out["source"][i].reshape(-1).numpy(), S.numpy(), rtol=1e-4, atol=1e-6)
-        # the map is the attribution summed over the input channels (R, G, B)
-        np.testing.assert_allclose(out["maps"][i].numpy(), A.reshape(3, 6, 6).sum(0).numpy(), rtol=1e-4, atol=1e-6)
+        # the map is the attribution's length over the input channels (R, G, B)
+        np.testing.assert_allclose(out["maps"][i].numpy(), A.reshape(3, 6, 6).norm(dim=0).numpy(), rtol=1e-4, atol=1e-6)
+
+
+# The slow reference: Algorithm 1 written out with explicit matrices, built by loops from the
+# definitions (transposed convolution, max-pooling switches, average-pooling shares) and the fitted
+# parameters, with the forward-ReLU gates read off a float64 forward pass. Which inputs are ReLU
+# outputs is written down per network, not taken from the plan.
+
+
+def tiny_head_net(seed: int = 0) -> Classifier:
+    """A classifier-module inversion (like the embedded ResNet): conv features, global average
+    pooling, a two-layer dense head."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(3, 4, 3, 1, 1), nn.ReLU(), nn.Conv2d(4, 6, 3, 2, 1), nn.ReLU())
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.flatten = nn.Flatten()
+            self.classifier = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+
+        def forward(self, x):
+            return self.classifier(self.flatten(self.pool(self.features(x))))
+
+    torch.manual_seed(seed)
+    return Classifier("tiny-head", Net().eval(), ["a", "b", "c"], (8, 8))
+
+
+@pytest.fixture(scope="module")
+def head_fit(tmp_path_factory):
+    clf = tiny_head_net()
+    x = pixels(50, (8, 8), seed=8)
+    return clf, x, T.fit(clf, x, out_dir=tmp_path_factory.mktemp("head"), batch_size=16)
+
+
+def _transposed_conv_matrix(K: np.ndarray, stride: int, pad: int, in_hw: tuple, out_hw: tuple) -> np.ndarray:
+    """g(S)[ci, i·s − p + u, j·s − p + v] += K[co, ci, u, v] · S[co, i, j]: the matrix (in, out)."""
+    c_out, c_in, kh, kw = K.shape
+    (H, W), (Ho, Wo) = in_hw, out_hw
+    Mx = np.zeros((c_in, H, W, c_out, Ho, Wo))
+    for co in range(c_out):
+        for i in range(Ho):
+            for j in range(Wo):
+                for u in range(kh):
+                    for v in range(kw):
+                        y, xx = i * stride - pad + u, j * stride - pad + v
+                        if 0 <= y < H and 0 <= xx < W:
+                            Mx[:, y, xx, co, i, j] += K[co, :, u, v]
+    return Mx.reshape(c_in * H * W, c_out * Ho * Wo)
+
+
+def _maxpool_matrix(X: np.ndarray, k: int) -> np.ndarray:
+    """Eq. 8: each pooled entry goes back to where its window's maximum was."""
+    C, H, W = X.shape
+    Ho, Wo = H // k, W // k
+    Mx = np.zeros((C, H, W, C, Ho, Wo))
+    for c in range(C):
+        for i in range(Ho):
+            for j in range(Wo):
+                win = X[c, i * k : (i + 1) * k, j * k : (j + 1) * k]
+                u, v = np.unravel_index(np.argmax(win), win.shape)
+                Mx[c, i * k + u, j * k + v, c, i, j] = 1.0
+    return Mx.reshape(C * H * W, C * Ho * Wo)
+
+
+def _avgpool_matrix(X: np.ndarray) -> np.ndarray:
+    """The average-pooling inverse: the pooled signal goes back in proportion to X (x / mean x)."""
+    C, H, W = X.shape
+    Mx = np.zeros((C, H, W, C))
+    for c in range(C):
+        m = X[c].mean()
+        Mx[c, :, :, c] = X[c] / m if m > 0 else 1.0
+    return Mx.reshape(C * H * W, C)
+
+
+def _bilinear(a: np.ndarray, size: tuple) -> np.ndarray:
+    """Bilinear resize with half-pixel centres (``align_corners=False``), written out."""
+    h, w = a.shape
+    out = np.zeros(size)
+    for i in range(size[0]):
+        for j in range(size[1]):
+            y = max((i + 0.5) * h / size[0] - 0.5, 0.0)
+            x = max((j + 0.5) * w / size[1] - 0.5, 0.0)
+            y0, x0 = min(int(y), h - 1), min(int(x), w - 1)
+            y1, x1 = min(y0 + 1, h - 1), min(x0 + 1, w - 1)
+            dy, dx = y - y0, x - x0
+            out[i, j] = (a[y0, x0] * (1 - dy) * (1 - dx) + a[y0, x1] * (1 - dy) * dx
+                         + a[y1, x0] * dy * (1 - dx) + a[y1, x1] * dy * dx)
+    return out
+
+
+def _np64(t) -> np.ndarray:
+    return t.detach().double().numpy()
+
+
+def reference_tiny_cnn(clf: Classifier, params: dict, x01: torch.Tensor, c: int) -> np.ndarray:
+    """tiny_cnn: conv(3→4, s1 p1) ReLU, maxpool 2, conv(4→5, s2 p1) ReLU, linear(20→7) ReLU,
+    linear(7→3). The map: A_0 = M_0 G_1 M_1 G_2 M_2 G_3 M_3 G_4 M_4 · Y_c, its length over R, G, B."""
+    net = clf.net.double()
+    try:
+        x = clf.normalize(x01[None]).double()
+        with torch.no_grad():
+            h1 = torch.relu(net[0][0](x))[0]                   # X_1: ReLU output (gated)
+            h2 = F.max_pool2d(h1[None], 2)[0]                  # X_2: max of ReLU outputs (gated)
+            h3 = torch.relu(net[0][3](h2[None]))[0].flatten()  # X_3: ReLU output (gated)
+            h4 = torch.relu(net[1][1](h3[None]))[0]            # X_4: ReLU output (gated)
+            y = net[1][4](h4[None])[0, c]                      # the class evidence Y_c
+    finally:
+        net.float()
+    mats = [
+        _transposed_conv_matrix(_np64(params[0]["K"][0]), 1, 1, (8, 8), (8, 8)),
+        _maxpool_matrix(_np64(h1), 2),
+        _transposed_conv_matrix(_np64(params[2]["K"][0]), 2, 1, (4, 4), (2, 2)),
+        _np64(params[3]["W"][0]),
+        _np64(params[4]["W"][0]),
+    ]
+    gates = [None, _np64(h1).ravel() != 0, _np64(h2).ravel() != 0, _np64(h3) != 0, _np64(h4) != 0]
+    A = np.array([float(y)])
+    for k in range(4, -1, -1):
+        A = mats[k] @ A
+        if gates[k] is not None:
+            A = A * gates[k]
+    return np.sqrt((A.reshape(3, 8, 8) ** 2).sum(0))
+
+
+def reference_tiny_head(clf: Classifier, params: dict, x01: torch.Tensor, c: int) -> np.ndarray:
+    """tiny_head_net: X_0 = the features (a ReLU output, gated, Section 6.1), average pooling,
+    linear(6→5) ReLU, linear(5→3). The map: the signed channel mean of A_0, resized bilinearly."""
+    net = clf.net.double()
+    try:
+        x = clf.normalize(x01[None]).double()
+        with torch.no_grad():
+            f = net.features(x)[0]                        # X_0 (6, 4, 4): a ReLU output (gated)
+            p = f.mean((1, 2))                            # X_1: the average of ReLU outputs (gated)
+            h = torch.relu(net.classifier[0](p[None]))[0]  # X_2: ReLU output (gated)
+            y = net.classifier[2](h[None])[0, c]
+    finally:
+        net.float()
+    mats = [_avgpool_matrix(_np64(f)), _np64(params[1]["W"][0]), _np64(params[2]["W"][0])]
+    gates = [_np64(f).ravel() != 0, _np64(p) != 0, _np64(h) != 0]
+    A = np.array([float(y)])
+    for k in range(2, -1, -1):
+        A = gates[k] * (mats[k] @ A)
+    return _bilinear(A.reshape(6, 4, 4).mean(0), (8, 8))
+
+
+@pytest.mark.parametrize("which", ["network", "classifier"])
+def test_map_equals_the_slow_reference(which, cnn_fit, head_fit):
+    """End to end (``explain``'s map, channel reduction and resizing included) against Algorithm 1
+    written out: the product of the gated inverses' weights times the class evidence Y_c."""
+    clf, x, path = cnn_fit if which == "network" else head_fit
+    reference = reference_tiny_cnn if which == "network" else reference_tiny_head
+    fit = M.load_fit(path)
+    assert fit.version == M.FIT_VERSION == 2
+    for i in range(4):
+        for c in range(clf.num_classes):
+            got = explain(clf, x[i], "mipin", target=c, fit=str(path)).maps["attribution"]
+            want = reference(clf, M.solved_params(fit, c, 0.001), x[i], c)
+            assert np.abs(want).max() > 0
+            np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-6 * np.abs(want).max())
 
 
 def test_attribution_is_linear_in_the_logit(cnn_fit):
@@ -444,6 +605,89 @@ def test_fit_resumes_from_its_checkpoint(tmp_path):
         for n in ref[k]:
             torch.testing.assert_close(again.stats[k][n], ref[k][n])
     assert not (tmp_path / "b" / "mipin.ckpt.safetensors").exists()
+
+
+def test_explained_is_the_residual_of_the_samples():
+    g = torch.Generator().manual_seed(0)
+    S = torch.randn(80, 5, generator=g, dtype=torch.float64)
+    X = S @ torch.randn(5, 3, generator=g, dtype=torch.float64) + torch.randn(80, 3, generator=g, dtype=torch.float64) + 2
+    W, b = torch.randn(3, 5, generator=g, dtype=torch.float64), torch.randn(3, generator=g, dtype=torch.float64)
+    m = M.Moments(3, 5)
+    m.update(X[:30], S[:30])
+    m.update(X[30:], S[30:])
+    sse, sst = M.explained(m, W, b)
+    assert sse == pytest.approx(float(((X - S @ W.T - b) ** 2).sum() / 80), rel=1e-10)
+    assert sst == pytest.approx(float(((X - X.mean(0)) ** 2).sum() / 80), rel=1e-10)
+
+
+def tiny_digits_cnn(seed: int = 0) -> Classifier:
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(3, 4, 3, 2, 1), nn.ReLU(),
+                        nn.Flatten(), nn.Linear(4 * 7 * 7, 10))
+    return Classifier("tiny-digits", net, [str(i) for i in range(10)], (28, 28), mean=(0.13,) * 3, std=(0.31,) * 3,
+                      grayscale=True, dataset="digits")
+
+
+def test_heldout_r2_in_the_card_is_the_reconstruction_error_on_held_out_images(tmp_path):
+    """Per layer, the card's held-out R² is 1 − Σ‖X_k − g_k(S_{k+1})‖² / Σ‖X_k − mean X_k‖² on the
+    held-out images (the val split), pooled over the fitted classes; with ``conv_lam`` empty a
+    convolution's ridge is the one of the tried values with the best held-out R²."""
+    from explainers.data import load_dataset
+
+    clf = tiny_digits_cnn()
+    path = T.fit(clf, "digits", out_dir=tmp_path, limit=120, holdout=40, classes="0,1", positions=0, batch_size=50,
+                 conv_lam="held-out")
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["heldout"] == {"from": "digits/val", "n": 40}
+    assert set(card["layers"]) == {"3", "2", "1", "0"} and len(card["summary"]) == 4
+    assert all("R² held-out" in line for line in card["summary"])
+    xs, _ = load_dataset("digits", "val", limit=40).arrays()
+    x = torch.from_numpy(xs).permute(0, 3, 1, 2).float() / 255
+    plan = M.get_plan(clf)
+    rec = M.forward_record(clf.net, plan, clf.normalize(x))
+    fit = M.load_fit(path)
+    S = rec.logits[:, [0, 1]].T[..., None]
+    P = [M.solved_params(fit, c, 0.001) for c in (0, 1)]
+    for k in range(3, -1, -1):
+        pre = torch.cat([M.inverse_step(plan, k, P[c].get(k, {}), S[c : c + 1], rec, gate=False) for c in (0, 1)])
+        X = rec.xs[k].double().reshape(40, -1)
+        sse = sum(float(((X - pre[c].double().reshape(40, -1)) ** 2).sum()) for c in (0, 1))
+        sst = 2 * float(((X - X.mean(0)) ** 2).sum())
+        facts = card["layers"][str(k)]
+        assert facts["r2_heldout"] == pytest.approx(1 - sse / sst, abs=2e-4), k
+        if plan.stages[k].kind == "conv":
+            tried = facts["r2_heldout_by_lam"]
+            assert set(tried) == {f"{v:g}" for v in M.CONV_LAMS} and tried[f"{facts['lam']:g}"] == max(tried.values())
+        if plan.stages[k].kind == "maxpool":
+            assert "lam" not in facts and "r2_train" not in facts
+        S = torch.cat([M.inverse_step(plan, k, P[c].get(k, {}), S[c : c + 1], rec) for c in (0, 1)])
+
+
+def test_fit_without_held_out_images(tmp_path):
+    clf = tiny_cnn()
+    path = T.fit(clf, pixels(30, (8, 8)), out_dir=tmp_path, batch_size=16, conv_lam="held-out")
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["heldout"] == {"from": "none (pixel data)", "n": 0}
+    for k in ("0", "2"):  # nothing to choose the ridge on: the fallback
+        facts = card["layers"][k]
+        assert facts["lam"] == M.CONV_LAM_FALLBACK and facts["r2_heldout"] is None and "r2_heldout_by_lam" not in facts
+        assert -1 < facts["r2_train"] < 1  # per-entry R² (the tiny random net barely inverts)
+    assert "1" not in card["layers"]  # the max-pooling inverse is measured on held-out images only
+    path = T.fit(clf, pixels(30, (8, 8)), out_dir=tmp_path, batch_size=16, conv_lam=0.01)
+    assert json.loads(path.with_suffix(".json").read_text())["layers"]["0"]["lam"] == 0.01
+
+
+def test_average_pooling_inverse_puts_the_pooled_signal_back_exactly():
+    x = torch.rand(2, 3, 4, 5, generator=torch.Generator().manual_seed(0))
+    x[0, 1] = 0  # a dead channel: spread evenly
+    st = M.Stage("avgpool", "pool", (3, 4, 5), (3, 4, 5), (3, 1, 1), False, True, ())
+    plan = M.Plan("features", (), (st,), "classifier", (3, 8, 10), (3, 4, 5))
+    rec = M.Record([x], {}, torch.zeros(2, 1))
+    pooled = x.mean((2, 3))
+    out = M.inverse_step(plan, 0, {}, pooled.reshape(1, 2, 3, 1, 1), rec, gate=False)[0]
+    torch.testing.assert_close(out, x)
+    ones = M.inverse_step(plan, 0, {}, torch.ones(1, 2, 3, 1, 1), rec, gate=False)[0]
+    assert torch.equal(ones[0, 1], torch.ones(4, 5))
 
 
 def test_fit_only_some_classes(tmp_path):
@@ -606,10 +850,10 @@ def _peaks(clf: Classifier, name: str, n: int) -> tuple[np.ndarray, np.ndarray, 
 
 @pytest.mark.slow
 def test_positive_evidence_peaks_on_the_object_shapes_vgg():
-    """Section 6.3 on the whole-network inversion: the maximum of the positive part lies on the
-    object — inside its bounding box, the paper's localisation criterion — for ≥ 80% of 60 shapes
-    test images (measured: 90% in the box; 88% within 2 px of the object's mask, 43% on the mask
-    itself: the strongest positive evidence sits on the object's edges)."""
+    """Section 6.3 on the whole-network inversion: the maximum of the map lies on the object —
+    inside its bounding box, the paper's localisation criterion — for ≥ 80% of 60 shapes test
+    images (measured: 90% in the box, 67% on the mask itself; on 300 images 69% in the filled
+    silhouette, 92% within 2 px of it: the strongest evidence sits on the object's edges)."""
     clf = _trained("shapes-vgg")
     r, c, _, boxes = _peaks(clf, "shapes", 60)
     inside = (boxes[:, 0] <= c) & (c < boxes[:, 2]) & (boxes[:, 1] <= r) & (r < boxes[:, 3])
@@ -618,19 +862,19 @@ def test_positive_evidence_peaks_on_the_object_shapes_vgg():
 
 @pytest.mark.slow
 def test_positive_evidence_on_the_object_shapes_resnet_beats_chance():
-    """The default inverts only its classifier module on 8x8 features (Section 6.1): measured 48% of
-    the maxima inside the box (boxes cover 16% of the image; Grad-CAM's maximum is on the mask for
-    60%). Checked: at least twice the chance level."""
+    """The default inverts only its classifier module on 8x8 features (Section 6.1): measured 85% of
+    the maxima inside the box (boxes cover 16% of the image; 48% with the fitted average-pooling
+    inverse of version-1 fits, whose only spatial information was the forward-ReLU gate)."""
     clf = _trained("shapes-resnet")
     r, c, _, boxes = _peaks(clf, "shapes", 60)
     inside = (boxes[:, 0] <= c) & (c < boxes[:, 2]) & (boxes[:, 1] <= r) & (r < boxes[:, 3])
     area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).mean() / (64 * 64)
-    assert inside.mean() >= 2 * area, (inside.mean(), area)
+    assert inside.mean() >= max(0.7, 4 * area), (inside.mean(), area)
 
 
 @pytest.mark.slow
 def test_positive_evidence_on_the_digit():
-    """Fig. 5: on digits the positive evidence is on the strokes (measured 97% of maxima on the mask)."""
+    """Fig. 5: on digits the evidence is on the strokes (measured 100% of maxima on the mask)."""
     clf = _trained("digits-cnn")
     r, c, masks, _ = _peaks(clf, "digits", 60)
     assert masks[np.arange(len(r)), r, c].mean() >= 0.8
@@ -645,6 +889,24 @@ def test_source_signal_is_complete_on_digits_mlp():
     res = M.completeness(clf, x, [int(t) for t in y])
     assert res["positive_apc"] <= res["apc"] <= 25.0
     assert res["positive_apc"] <= 12.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_id", ["shapes-resnet", "shapes-vgg", "shapes-biased-resnet", "digits-cnn", "digits-mlp"])
+def test_map_is_more_faithful_than_its_reversal(model_id):
+    """Issue 18: revealing the pixels in the map's order brings the class back far sooner than in
+    the reverse order (M_F, paper 003 Eq. 8), for every embedded classifier (measured on these 20
+    images: 84–102 against 0–26). The signed channel sum of a whole-network inversion was not:
+    shapes-vgg 73 vs 76, digits-mlp 66 vs 64 (200 images, scripts/mipin_faithfulness.py)."""
+    from explainers.metrics import m_f
+
+    clf = _trained(model_id)
+    x, _, _, _ = _test_split("shapes-biased" if "biased" in model_id else model_id.split("-")[0], 20)
+    t = clf.probabilities(x).argmax(1).tolist()
+    maps = M.explain_batch(clf, x, t)["maps"].numpy()
+    fwd = np.mean([m_f(clf, x[i], maps[i], t[i]) for i in range(20)])
+    rev = np.mean([m_f(clf, x[i], -maps[i], t[i]) for i in range(20)])
+    assert fwd > rev + 25, (fwd, rev)
 
 
 @pytest.mark.slow

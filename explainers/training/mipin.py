@@ -9,21 +9,29 @@ with the inverses already fitted (forward ReLU applied, Algorithm 1 lines 11–1
 sufficient statistics of the regression ``X_k ≈ g_k(S_{k+1})`` are accumulated (centred moments
 in float64, merged batch by batch: memory does not grow with the number of samples). Then the
 layer's inverse is solved in closed form (Eq. 6 for dense layers, the normal equations over the
-transposed patches for convolutions, Eq. 7). Max-pooling layers need no pass (Eq. 8).
+transposed patches for convolutions, Eq. 7). Pooling layers are inverted from the forward pass
+(max-pooling's switches, Eq. 8; average pooling's shares): nothing to fit. Held-out images get
+the same passes, and every layer's R² on them and on the training images goes into the card
+(``layers``, ``summary``; :mod:`explainers.methods.mipin.quality`).
 
 Options (``--set key=value``):
 
-- ``lam`` = 0.001: Eq. 6's ridge λ (dense and global-pooling inverses);
-- ``conv_lam`` = 0.1: the ridge term of the convolutions' normal equations, in units of the
-  covariance of the transposed patches (their mean variance is ~0.1 on the embedded networks).
-  The paper fits convolutions by 20 epochs of SGD, an implicit regulariser; in closed form an
-  explicit one is needed. 0.1 gave the most complete source signals on shapes-vgg (APC 16% against
-  33% at 0.01 and 38% at 0.001; 90% at 1) and 14% on digits-cnn (10% at 0.001);
+- ``lam`` = 0.001: Eq. 6's ridge λ (dense inverses);
+- ``conv_lam`` = 0.1: the ridge of the convolutions' normal equations, in units of the covariance
+  of the transposed patches (the paper fits convolutions by SGD; in closed form the linearly
+  dependent patches need an explicit ridge); empty = per layer, the one of ``CONV_LAMS`` that
+  reconstructs the held-out images best. Those (1e-5–1e-3) gain 0.04–0.14 of held-out R² but
+  make a less complete source signal (shapes-vgg APC 41% against 18%) and a less faithful map
+  (shapes-vgg top-10% drop 0.33 against 0.53), so 0.1 stays the default; the card lists the
+  held-out R² of every ridge in ``CONV_LAMS``;
+- ``holdout`` = 200, ``holdout_split`` = val: the held-out images, from that split of a built-in
+  dataset or image folder (0, pixel tensors, or a folder without the split: none);
 - ``forward_relu`` = true: gate the training signals (Algorithm 1, lines 14–15);
 - ``classes`` = all: the target classes to fit, e.g. ``0,3`` (Algorithm 1 fits one network per class);
 - ``limit`` = all: number of training images;
 - ``positions`` = 64: pixels sampled per image for each convolution's normal equations
-  (0 = every position); sampling is seeded per image, so the fit does not depend on the batching;
+  (0 = every position; 256 changed digits-cnn's held-out R² by 0.003); sampling is seeded per
+  image, so the fit does not depend on the batching;
 - ``batch_size`` = 64; ``split`` = train; ``seed`` = 0;
 - ``max_memory_gb`` = 8: refuse (with the reason) a fit whose statistics would need more memory —
   e.g. all 1000 classes of a torchvision VGG (its 25088 -> 4096 dense inverse is 0.8 GB per class).
@@ -57,15 +65,20 @@ class MIPINFitOptions:
     """See the module docstring. Read with :func:`explainers.config.parse`; ``all`` also reads as
     None (every class, every image) for ``classes`` and ``limit``."""
 
-    lam: float = knob(0.001, "λ, ridge of the dense and global-pooling inverses (Eq. 6; paper: 0.001)", min=0.0, symbol="λ")
-    conv_lam: float = knob(0.1, "ridge of the convolutions' normal equations, in units of the patches' covariance "
-                           "(default 0.1; the paper fits convolutions by SGD instead)", min=0.0)
+    lam: float = knob(0.001, "λ, ridge of the dense inverses (Eq. 6; paper: 0.001)", min=0.0, symbol="λ")
+    conv_lam: Optional[float] = knob(0.1, "ridge of the convolutions' normal equations, in units of the patches' "
+                                     "covariance (default 0.1: the most complete and faithful maps); empty = per "
+                                     "layer, the best reconstruction of the held-out images", min=0.0, auto="held-out")
     forward_relu: bool = knob(True, "gate the training signals by the forward ReLU (Algorithm 1, lines 14–15; default on)")
     classes: Optional[str] = knob(None, "target classes to fit, e.g. 0,3 (indices or names); empty = all "
                                   "(Algorithm 1 fits one inverse network per class)", auto="all")
     limit: Optional[int] = knob(None, "at most this many training images; empty = all", min=1, auto="all")
     positions: int = knob(64, "pixels sampled per image for each convolution's normal equations; 0 = every position "
                           "(default 64)", min=0, step=1)
+    holdout: int = knob(200, "held-out images (from the holdout_split of a built-in dataset or image folder) on which "
+                        "each inverse's R² is measured and the convolutions' ridge chosen; 0 = none (default 200)",
+                        min=0, step=1)
+    holdout_split: str = knob("val", "split the held-out images come from (default val)", advanced=True)
     batch_size: int = knob(64, "images per forward pass (halved on CUDA out-of-memory; default 64)", min=1, step=1)
     split: str = knob("train", "split of a built-in dataset to fit on (default train)")
     seed: int = knob(0, "seed of the sampled positions (default 0)", min=0, step=1)
@@ -75,12 +88,16 @@ class MIPINFitOptions:
     def __post_init__(self) -> None:
         for name in ("lam", "conv_lam"):
             v = getattr(self, name)
+            if v is None and name == "conv_lam":
+                continue
             if not (isinstance(v, (int, float)) and 0 <= float(v) < float("inf")):
                 raise ExplainerError(f"mipin fit: {name} must be a non-negative number, got {v!r}")
         if self.batch_size < 1:
             raise ExplainerError(f"mipin fit: batch_size must be at least 1, got {self.batch_size}")
         if self.positions < 0:
             raise ExplainerError(f"mipin fit: positions must be >= 0 (0 = all), got {self.positions}")
+        if self.holdout < 0:
+            raise ExplainerError(f"mipin fit: holdout must be >= 0 (0 = none), got {self.holdout}")
         if not self.max_memory_gb > 0:
             raise ExplainerError(f"mipin fit: max_memory_gb must be positive, got {self.max_memory_gb}")
         if self.limit is not None and self.limit < 1:
@@ -154,6 +171,36 @@ class _Source:
         return self.clf.pixels(img)
 
 
+_HELDOUT: dict = {}  # (dataset name, split, n) -> Dataset: the sanity check fits many networks on the same images
+
+
+def _heldout_source(clf: Classifier, data, opts: MIPINFitOptions) -> tuple[Optional[_Source], str]:
+    """The held-out images (``holdout`` of the ``holdout_split`` of the fitted source), and where
+    they come from or why there are none (pixel tensors, a folder without that split)."""
+    from ..data import Dataset, dataset_names, load_dataset
+
+    if opts.holdout == 0:
+        return None, "none (holdout=0)"
+    if isinstance(data, Dataset):
+        if getattr(data, "name", None) not in dataset_names():
+            return None, "none (a Dataset object that is not a built-in dataset)"
+        data = data.name
+    if not isinstance(data, (str, Path)):
+        return None, "none (pixel data)"
+    if opts.holdout_split == opts.split:
+        return None, f"none (holdout_split is the fitted split {opts.split!r})"
+    key = (str(data), opts.holdout_split, opts.holdout)
+    try:
+        ds = _HELDOUT.get(key) or load_dataset(data, opts.holdout_split, limit=opts.holdout)
+    except ExplainerError as e:
+        return None, f"none ({str(e).splitlines()[0]})"
+    if getattr(ds, "split", None) != opts.holdout_split or len(ds) == 0:
+        return None, f"none ({data} has no {opts.holdout_split!r} split)"
+    if str(data) in dataset_names() and len(_HELDOUT) < 8:
+        _HELDOUT[key] = ds
+    return _Source(clf, ds, opts.holdout_split, opts.holdout), f"{getattr(ds, 'name', data)}/{opts.holdout_split}"
+
+
 def _needs_data(clf: Classifier) -> str:
     if clf.dataset:
         return f"mipin fit: --data is needed (the built-in dataset of {clf.id} is {clf.dataset!r})"
@@ -163,6 +210,9 @@ def _needs_data(clf: Classifier) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # one layer's statistics
+
+
+HELDOUT_INDEX = 1 << 40  # held-out image i is sampled as image HELDOUT_INDEX + i (other positions than training image i)
 
 
 def _positions(k: int, i0: int, B: int, hw: int, P: int, seed: int, device) -> Optional[torch.Tensor]:
@@ -181,13 +231,13 @@ def _accumulate(plan: M.Plan, k: int, acc: list, S: torch.Tensor, rec: M.Record,
     st = plan.stages[k]
     X = rec.xs[k]
     C, B = S.shape[:2]
-    if st.kind == "linear":
+    if isinstance(acc[0], M.Residuals):  # a pooling inverse, measured before its forward-ReLU gate like the fitted ones
+        G = M.inverse_step(plan, k, {}, S, rec, gate=False)
+        for c in range(C):
+            acc[c].update(X.reshape(B, -1), G[c].reshape(B, -1))
+    elif st.kind == "linear":
         for c in range(C):
             acc[c].update(X.reshape(B, -1), S[c].reshape(B, -1))
-    elif st.kind == "avgpool":
-        ch = st.in_shape[0]
-        for c in range(C):
-            acc[c].update(X.reshape(B, ch, -1), S[c].reshape(B, ch))
     elif st.kind == "conv":
         c_in, H, W = st.in_shape
         pos = _positions(k, i0, B, H * W, opts.positions, opts.seed, X.device)
@@ -198,23 +248,22 @@ def _accumulate(plan: M.Plan, k: int, acc: list, S: torch.Tensor, rec: M.Record,
         for c in range(C):
             Z = M.conv_patches(S[c].reshape(B, *st.out_shape), st.hp, pos)  # (B, D, P)
             acc[c].update(Xr, Z.transpose(1, 2).reshape(-1, Z.shape[1]))
+        acc[0].entries.track(X.reshape(B, -1))  # the same images for every class
+
+
+def _fitted(plan: M.Plan, k: int) -> bool:
+    """Whether stage k's inverse is fitted (dense, convolution) or read off the forward pass (pooling)."""
+    return plan.stages[k].kind in ("linear", "conv")
 
 
 def _moments_for(plan: M.Plan, k: int, device) -> M.Moments:
     st = plan.stages[k]
     top = k == len(plan.stages) - 1
     if st.kind == "linear":
-        d = 1
-        for v in st.in_shape:
-            d *= int(v)
-        m = 1 if top else int(st.out_shape[0])
-        return M.Moments(d, m, device)
-    if st.kind == "avgpool":
-        ch, H, W = st.in_shape
-        return M.Moments((ch, H * W), ch, device, diag=True)
+        return M.Moments(int(np.prod(st.in_shape)), 1 if top else int(st.out_shape[0]), device)
     if st.kind == "conv":
         (kh, kw) = st.hp[0]
-        return M.Moments(st.in_shape[0], st.out_shape[0] * kh * kw, device)
+        return M.ConvMoments(st.in_shape[0], st.out_shape[0] * kh * kw, device, rows=st.in_shape[1] * st.in_shape[2])
     raise RuntimeError(st.kind)  # pragma: no cover
 
 
@@ -229,27 +278,7 @@ def _statistics_bytes(plan: M.Plan) -> int:
         elif st.kind == "conv":
             d = st.out_shape[0] * st.hp[0][0] * st.hp[0][1]
             most = max(most, (st.in_shape[0] * d + d * d) * 8)
-        elif st.kind == "avgpool":
-            most = max(most, 3 * n_in * 8)
     return most
-
-
-def _solve(plan: M.Plan, k: int, acc: list, opts: MIPINFitOptions) -> dict[str, torch.Tensor]:
-    """Stage k's stored statistics / solution, stacked over classes."""
-    st = plan.stages[k]
-    if st.kind == "linear":
-        parts = [M.eig_stats(m) for m in acc]
-    elif st.kind == "avgpool":
-        parts = []
-        for m in acc:
-            css, cxs = m.covariances()
-            parts.append({"cxs": cxs, "css": css, "mx": m.mx.clone(), "ms": m.ms.clone()})
-    else:
-        parts = []
-        for m in acc:
-            K, b = M.solve_conv(m, st.hp, st.out_shape[0], opts.conv_lam)
-            parts.append({"K": K, "b": b})
-    return {name: torch.stack([p[name] for p in parts]) for name in parts[0]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,13 +304,19 @@ def fit_inverses(
             f"or raise --set max_memory_gb={need / 1e9 * 1.2:.0f}"
         )
     src = _Source(clf, data, opts.split, opts.limit)
+    held_src, held_from = _heldout_source(clf, data, opts)
     L = len(plan.stages)
-    todo = [k for k in range(L - 1, -1, -1) if plan.stages[k].kind != "maxpool"]
-    n_batches = (len(src) + opts.batch_size - 1) // opts.batch_size
-    total = len(todo) * n_batches
-    key = {"options": dataclasses.asdict(opts), "plan": plan.signature(), "classes": classes, "n": len(src), "model": clf.id}
+    # fitted layers get a pass over the training images and one over the held-out ones (their R²,
+    # the convolutions' ridge); the pooling inverses (switches, shares) only the held-out pass
+    todo = [k for k in range(L - 1, -1, -1) if _fitted(plan, k) or held_src is not None]
+    n_train = -(-len(src) // opts.batch_size)
+    n_held = -(-len(held_src) // opts.batch_size) if held_src is not None else 0
+    total = sum((n_train if _fitted(plan, k) else 0) + n_held for k in todo)
+    key = {"options": dataclasses.asdict(opts), "plan": plan.signature(), "classes": classes, "n": len(src), "model": clf.id,
+           "heldout": held_from}
     stats: dict[int, dict] = {}
     seconds: dict[str, float] = {}
+    layers: dict[str, dict] = {}
     if checkpoint is not None and checkpoint.exists() and checkpoint.with_suffix(".json").exists():
         tensors, card = load_fitted(checkpoint, device=clf.device)
         if card.get("key") == json.loads(json.dumps(key)):
@@ -289,31 +324,51 @@ def fit_inverses(
                 stage, n = name.split(".", 1)
                 stats.setdefault(int(stage[1:]), {})[n] = t
             seconds = dict(card.get("seconds", {}))
+            layers = dict(card.get("layers", {}))
     params = {k: M.solve_stage(plan.stages[k].kind, v, opts.lam) for k, v in stats.items()}
     done_batches = 0
     for k in todo:
-        if k in stats:
-            done_batches += n_batches
+        fitted = _fitted(plan, k)
+        if k in stats or (not fitted and str(k) in layers):
+            done_batches += (n_train if fitted else 0) + n_held
             report(progress, done_batches, total, f"layer {k} (resumed)")
             continue
         start = time.perf_counter()
-        acc = [_moments_for(plan, k, clf.device) for _ in classes]
-        # a chunk that runs out of GPU memory is retried at half the size: the moments merge exactly
-        # and the sampled positions are seeded per image, so the result does not change
-        map_chunks(len(src), opts.batch_size,
-                   lambda lo, hi: _batch(clf, plan, k, params, classes, acc, src.pixels(lo, hi), lo, opts),
-                   lambda lo, hi, _: report(progress, done_batches + -(-hi // opts.batch_size), total,
-                                            f"layer {k}: {plan.stages[k].label}"))
-        done_batches += n_batches
-        # round-trip through the stored precision, so the layers below are fitted with exactly the
-        # inverses that will be loaded (and a resumed fit is identical to an uninterrupted one)
-        stats[k] = _stored(_solve(plan, k, acc, opts), clf.device)
-        params[k] = M.solve_stage(plan.stages[k].kind, stats[k], opts.lam)
+        label = f"layer {k}: {plan.stages[k].label}"
+        acc = None
+        if fitted:
+            acc = [_moments_for(plan, k, clf.device) for _ in classes]
+            # a chunk that runs out of GPU memory is retried at half the size: the moments merge exactly
+            # and the sampled positions are seeded per image, so the result does not change
+            map_chunks(len(src), opts.batch_size,
+                       lambda lo, hi: _batch(clf, plan, k, params, classes, acc, src.pixels(lo, hi), lo, opts),
+                       lambda lo, hi, _: report(progress, done_batches + -(-hi // opts.batch_size), total, label))
+            done_batches += n_train
+        held = None
+        if held_src is not None:
+            held = [_moments_for(plan, k, clf.device) if fitted else M.Residuals() for _ in classes]
+            map_chunks(len(held_src), opts.batch_size,
+                       lambda lo, hi: _batch(clf, plan, k, params, classes, held, held_src.pixels(lo, hi), HELDOUT_INDEX + lo, opts),
+                       lambda lo, hi, _: report(progress, done_batches + -(-hi // opts.batch_size), total, label + " (held out)"))
+            done_batches += n_held
+        if fitted:
+            conv_lam = opts.conv_lam if plan.stages[k].kind == "conv" else opts.lam
+            solved, facts = M.solve_layer(plan.stages[k], acc, held, conv_lam)
+            # round-trip through the stored precision, so the layers below are fitted with exactly the
+            # inverses that will be loaded (and a resumed fit is identical to an uninterrupted one)
+            stats[k] = _stored(solved, clf.device)
+            params[k] = M.solve_stage(plan.stages[k].kind, stats[k], opts.lam)
+        else:
+            facts = {"layer": plan.stages[k].label, "r2_heldout": round(M.residual_r2(held), 4)}
         seconds[str(k)] = round(time.perf_counter() - start, 2)
+        layers[str(k)] = facts
         if checkpoint is not None:
-            save_fitted(checkpoint, _flat(stats), opts, key=key, seconds=seconds)
+            save_fitted(checkpoint, _flat(stats), opts, key=key, seconds=seconds, layers=layers)
     info = {"classes": classes, "plan": plan.signature(), "net_digest": M.net_digest(clf.net), "n_samples": len(src), "data": src.name,
+            "heldout": {"from": held_from, "n": len(held_src) if held_src else 0},
+            "layers": {k: layers[k] for k in sorted(layers, key=int, reverse=True)},
             "seconds_per_layer": seconds, "scope": plan.scope}
+    info["summary"] = M.summary(info)
     return stats, info
 
 

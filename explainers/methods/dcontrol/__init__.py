@@ -35,10 +35,13 @@ modules' docstrings):
 
 - feature taps and networks without spatial feature maps: see ``generator``;
 - feature filter (A.1): the class embedding ``C`` is pretrained first (maximise
-  ``mean sigmoid(Xᵀ C_c)`` for the classifier's class, minimise it for the others) and frozen
-  while the rest of the generator is trained;
-- ``c`` in Eq. 4 is the classifier's predicted class while training ("only the outputs of the
-  classifier are utilized") and the requested target when explaining;
+  ``mean sigmoid(Xᵀ C_c)`` for the classifier's class, minimise it for the others; ``X`` the
+  deepest feature map) and frozen while the rest of the generator is trained;
+- ``c`` in Eq. 4 is the requested target when explaining. While training it comes from the
+  classifier's outputs only ("no ground truth"): the predicted class for 3 images in 4
+  (``p_predicted``) and otherwise one of its next two classes (``targets=top-k``, issue 18), so that the mask answers
+  the class asked about; fits whose card has no ``targets`` were trained on the predicted class
+  only and are loaded unchanged (see ``explainers/training/dcontrol.py``);
 - Eq. 1 is a blend: the mask is clipped to [0, 1] inside the composite (matters for the basic
   transformer only; unclipped, its maximum drifts to the edges just outside the object);
 - background A's blur σ = side/16 and noise s.d. 0.2: see ``optimise``;

@@ -1,9 +1,10 @@
 """The ``dcontrol`` method: ``mask`` (Eq. 4) from the fitted generator or the per-image
 optimisation, then ``mask_finetuned`` (Section 3.3); registers into core once, on import.
 
-``meta["amortised"]`` says which generator was used. ``extras`` keep the coarse ``z``, the
-per-pixel ``v`` and the fine-tuning curve, so a page can re-apply the controller with other η, h
-(``masks_from_z``) without another forward.
+``meta["amortised"]`` says which generator was used; ``meta["trained_targets"]`` which classes a
+fitted generator was trained for ("predicted" only, or "top-k": class-selective, issue 18).
+``extras`` keep the coarse ``z``, the per-pixel ``v`` and the fine-tuning curve, so a page can
+re-apply the controller with other η, h (``masks_from_z``) without another forward.
 """
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ def run(clf: Classifier, x01: torch.Tensor, target: int, config: DControlConfig,
             trained_eta=tc.get("eta"),
             trained_h=tc.get("h"),
             trained_on=card.get("dataset"),
+            trained_targets=tc.get("targets", "predicted"),  # "top-k": trained on other classes too (class-selective)
             fit_command=card.get("command"),
         )
     else:

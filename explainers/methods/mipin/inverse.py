@@ -1,9 +1,11 @@
 """The inverse network (Algorithm 1): one layer's inverse :func:`inverse_step`, the whole chain
 :func:`invert`.
 
-Max-pooling puts the signal back where the forward maximum was (recorded switches, Eq. 8). The
-forward ReLU (Section 4.2, Eq. 9) zeroes the inverted signal wherever the forward activation
-``X_k`` of a gated layer is 0. The attribution (Algorithm 1 lines 1, 12–13, 16; Section 4.3) is
+Max-pooling puts the signal back where the forward maximum was (recorded switches, Eq. 8); global
+average pooling (not in the paper) puts it back in proportion to the forward activations
+(:func:`avgpool_shares`, exact for non-negative inputs); fits of version 1 keep their fitted
+per-position inverse. The forward ReLU (Section 4.2, Eq. 9) zeroes the inverted signal wherever
+the forward activation ``X_k`` of a gated layer is 0. The attribution (Algorithm 1 lines 1, 12–13, 16; Section 4.3) is
 the same chain without biases: ``A_0 = G_1 W_1 G_2 W_2 … G_{L-1} W_L · Y_c``.
 """
 from __future__ import annotations
@@ -20,9 +22,10 @@ def inverse_step(
     """``S_k = g_k(S_{k+1})`` for a stack of classes: ``S`` (C, B, *out_shape_k) -> (C, B, *in_shape_k).
 
     ``p`` holds stage k's solved parameters with a leading class axis (linear: ``W`` (C, d, m),
-    ``b`` (C, d); conv: ``K`` (C, C_out, C_in, kh, kw), ``b`` (C, C_in); avgpool: ``w``, ``b``
-    (C, c, h·w)). ``bias=False`` gives the linear part only (the attribution, Section 4.3);
-    ``gate`` applies the forward ReLU (Section 4.2) where X_k is a ReLU output."""
+    ``b`` (C, d); conv: ``K`` (C, C_out, C_in, kh, kw), ``b`` (C, C_in); avgpool: nothing, or
+    the fitted ``w``, ``b`` (C, c, h·w) of a version-1 fit). ``bias=False`` gives the linear
+    part only (the attribution, Section 4.3); ``gate`` applies the forward ReLU (Section 4.2)
+    where X_k is a ReLU output."""
     st = plan.stages[k]
     C, B = S.shape[:2]
     # the top layer's inverse starts from the one target logit Y_c (Algorithm 1, line 1)
@@ -48,16 +51,27 @@ def inverse_step(
         flat = S.new_zeros(C, B, ch, H * W)
         flat.scatter_add_(3, idx.reshape(1, B, ch, -1).expand(C, -1, -1, -1), S.reshape(C, B, ch, -1))
         out = flat.reshape(C, B, ch, H, W)
-    else:  # global average pooling
+    elif "w" in p:  # global average pooling, a fitted inverse (fits of version 1)
         ch, H, W = st.in_shape
         out = S.reshape(C, B, ch, 1) * p["w"][:, None]
         if bias:
             out = out + p["b"][:, None]
         out = out.reshape(C, B, ch, H, W)
+    else:  # global average pooling: the signal goes back in proportion to the forward activations
+        out = S.reshape(C, B, st.in_shape[0], 1, 1) * avgpool_shares(rec.xs[k])[None]
     out = out.reshape(C, B, *st.in_shape)
     if gate and st.gate:
         out = out * (rec.xs[k] != 0).to(out.dtype)
     return out
+
+
+def avgpool_shares(x: torch.Tensor) -> torch.Tensor:
+    """The average-pooling inverse's weights for inputs ``x`` (B, c, H, W): ``x / mean(x)`` per
+    channel, uniform (1) where a channel's mean is not positive. Like max-pooling's switches (Eq. 8)
+    they come from the forward pass, and ``g(pool(x)) = x`` exactly for non-negative ``x``."""
+    mean = x.mean((-2, -1), keepdim=True)
+    pos = mean > 0
+    return torch.where(pos, x / torch.where(pos, mean, torch.ones_like(mean)), torch.ones_like(x))
 
 
 def invert(

@@ -28,9 +28,10 @@ from ...errors import ExplainerError
 class Moments:
     """Streamed centred moments for the regression ``X ≈ W S + b`` (rows are samples).
 
-    Kept in float64: ``n``, ``mx`` = E X, ``ms`` = E S, ``css`` = Σ (S − ms)(S − ms)ᵀ and
-    ``cxs`` = Σ (X − mx)(S − ms)ᵀ. Batches are merged with the pairwise update of Chan et al.,
-    so any split of the data into batches gives the same result as one big batch.
+    Kept in float64: ``n``, ``mx`` = E X, ``ms`` = E S, ``css`` = Σ (S − ms)(S − ms)ᵀ,
+    ``cxs`` = Σ (X − mx)(S − ms)ᵀ and ``sxx`` = Σ (X − mx)² per entry of X (for the R² of a
+    solution, :func:`explained`). Batches are merged with the pairwise update of Chan et al., so
+    any split of the data into batches gives the same result as one big batch.
 
     ``diag=True``: X is (n, c, q) and S (n, c) — one scalar regression per (channel, position)
     with the channel's S (the global-pooling inverse); ``css`` is then (c,) and ``cxs`` (c, q).
@@ -47,6 +48,7 @@ class Moments:
         else:
             self.mx, self.ms = torch.zeros(dx, **f64), torch.zeros(ds, **f64)
             self.css, self.cxs = torch.zeros(ds, ds, **f64), torch.zeros(dx, ds, **f64)
+        self.sxx = torch.zeros_like(self.mx)
 
     def update(self, X: torch.Tensor, S: torch.Tensor) -> None:
         nb = int(X.shape[0])
@@ -61,6 +63,7 @@ class Moments:
         else:
             css_b = Sc.T @ Sc
             cxs_b = Xc.T @ Sc
+        sxx_b = (Xc * Xc).sum(0)
         bx, bs = bx.double(), bs.double()
         n = self.n + nb
         dx, ds = bx - self.mx, bs - self.ms
@@ -71,6 +74,7 @@ class Moments:
         else:
             self.css += css_b.double() + f * torch.outer(ds, ds)
             self.cxs += cxs_b.double() + f * torch.outer(dx, ds)
+        self.sxx += sxx_b.double() + f * dx * dx
         self.mx += dx * (nb / n)
         self.ms += ds * (nb / n)
         self.n = n
@@ -161,8 +165,32 @@ def conv_patches(S: torch.Tensor, st_hp: tuple, positions: Optional[torch.Tensor
 def solve_conv(m: Moments, st_hp: tuple, c_out: int, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 7 in closed form: regress X (per input channel) on the transposed patches of S; return
     the ``conv_transpose2d`` kernel (C_out, C_in, kh, kw) and bias (C_in,)."""
-    (kh, kw) = st_hp[0]
     Kf, b = ridge_inverse(m, lam)  # (C_in, C_out*kh*kw): a conv2d kernel on conv_padded(S)
-    Kt = Kf.reshape(-1, c_out, kh, kw).flip(-1, -2).transpose(0, 1).contiguous()
-    return Kt, b
+    return conv_kernel(Kf, st_hp, c_out), b
 
+
+def conv_kernel(Kf: torch.Tensor, st_hp: tuple, c_out: int) -> torch.Tensor:
+    """The regression's weights (C_in, C_out·kh·kw), a correlation kernel on :func:`conv_padded`,
+    as the ``conv_transpose2d`` kernel (C_out, C_in, kh, kw)."""
+    (kh, kw) = st_hp[0]
+    return Kf.reshape(-1, c_out, kh, kw).flip(-1, -2).transpose(0, 1).contiguous()
+
+
+
+def explained(m: Moments, W: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    """How well ``X ≈ W S + b`` fits the samples summarised by ``m`` (e.g. held-out ones), from
+    the moments alone: ``(sse, sst)`` = (Σ ‖X − W S − b‖², Σ ‖X − E X‖²), both per sample, so
+    that R² = 1 − sse / sst and sums over classes or layers pool correctly. ``W``, ``b`` as
+    :func:`ridge_inverse` returns them (dense, or the ``diag`` per-channel form)."""
+    if m.n == 0:
+        raise ExplainerError("mipin: no samples to measure the fit on")
+    css, cxs = m.covariances()
+    W, b = W.double(), b.double()
+    if m.diag:
+        cross = (W * cxs).sum() * 2 - (W * W * css[:, None]).sum()
+        offset = m.mx - W * m.ms[:, None] - b
+    else:
+        cross = (W * cxs).sum() * 2 - ((W @ css) * W).sum()
+        offset = m.mx - W @ m.ms - b
+    sst = float(m.sxx.sum() / m.n)
+    return max(sst - float(cross) + float((offset * offset).sum()), 0.0), sst

@@ -1,9 +1,11 @@
 """MIP-IN as a method: :func:`explain_batch` (maps, source signals and their logits for a
 batch), :func:`run` (one image, with the per-layer signals for the page) and its registration.
 
-The map sums the attribution ``A_0`` over the input channels (the network's normalised input);
-for a classifier-module inversion it is averaged over channels and resized bilinearly to the
-input size, like Grad-CAM (Section 6.1). It is signed (positive and negative evidence, Fig. 5).
+The map is the length of the attribution ``A_0`` over the input channels (the network's
+normalised input: a reconstruction of the pixels, whose sign per channel is a colour direction,
+not evidence); for a classifier-module inversion it is the signed channel mean of ``A_0``
+(non-negative features: more or less of a feature), resized bilinearly to the input size, like
+Grad-CAM (Section 6.1). See the package docstring.
 """
 from __future__ import annotations
 
@@ -22,12 +24,16 @@ from .plan import Plan, Record, forward_from_x0, forward_record, get_plan
 from .store import choose_fit, solved_params
 
 
-def _to_map(clf: Classifier, plan: Plan, a: torch.Tensor) -> torch.Tensor:
-    """(B, *x0) attribution at X_0 -> (B, H, W) map: sum over input channels (whole network), or
-    channel mean + bilinear resize (classifier module, Section 6.1)."""
+def _to_map(clf: Classifier, plan: Plan, a: torch.Tensor, magnitude: bool = True) -> torch.Tensor:
+    """(B, *x0) attribution at X_0 -> (B, H, W) map: at the input pixels (whole network) the
+    length of the attribution over the input channels (``magnitude=False``: the signed channel
+    sum, for the source signal's display); on features (classifier module) the signed channel
+    mean, resized bilinearly (Section 6.1)."""
     B = a.shape[0]
     a = a.reshape(B, *plan.x0_shape)
     if plan.scope == "network":
+        if magnitude:
+            return a.norm(dim=1) if a.dim() == 4 else a.abs().reshape(B, *clf.input_size)
         return a.sum(1) if a.dim() == 4 else a.reshape(B, *clf.input_size)
     if a.dim() == 2:  # a flat X_0 (no spatial features): nothing to localise
         a = a[:, :, None, None]
@@ -91,7 +97,7 @@ def source_image(clf: Classifier, plan: Plan, s0: torch.Tensor) -> np.ndarray:
         if c == 1:
             px = px.expand(3, -1, -1)
         return px.permute(1, 2, 0).float().cpu().numpy()
-    return _to_map(clf, plan, s0[None])[0].float().cpu().numpy()
+    return _to_map(clf, plan, s0[None], magnitude=False)[0].float().cpu().numpy()
 
 
 def run(clf: Classifier, x01: torch.Tensor, target: int, cfg: MIPINConfig, progress: Optional[Callable] = None) -> MethodOutput:
@@ -124,6 +130,9 @@ def run(clf: Classifier, x01: torch.Tensor, target: int, cfg: MIPINConfig, progr
         "resolved": not math.isclose(cfg.lam, fit.lam, rel_tol=1e-12),
         "unit": unit,
         "units": {"attribution": unit},
+        # what the map's values are (the pages' captions): unsigned at the pixels, signed on features
+        "map": ("length of the attribution over the input channels (≥ 0)" if plan.scope == "network"
+                else "channel mean of the attribution (signed), resized"),
         "source_logit": float(out["source_logits"][0, target]),
         "logit": float(out["logits"][0, target]),
     }

@@ -2,10 +2,12 @@
 at a λ (:func:`solved_params`) and choosing the fit for a classifier (:func:`choose_fit`).
 
 Fits are made by ``python -m explainers fit --explainer mipin --model ID --data SOURCE``
-(``explainers/training/mipin.py``). Dense and global-pooling inverses are stored as statistics
-and re-solved for any λ; that is exact for the top layer, lower layers keep the statistics
-gathered with the fitted λ above them (a refit with ``--set lam=...`` gathers new ones).
-Convolution inverses are stored solved (their λ is fixed).
+(``explainers/training/mipin.py``). Dense inverses are stored as statistics and re-solved for
+any λ; that is exact for the top layer, lower layers keep the statistics gathered with the fitted
+λ above them (a refit with ``--set lam=...`` gathers new ones). Convolution inverses are stored
+solved (their ridge, chosen when fitting, is fixed). Pooling inverses store nothing (fits of
+version 1 hold a fitted global-pooling inverse as statistics, still read). The card (``.json``)
+records the fit's options, data, held-out R² per layer (``layers``, ``summary``) and command.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from .lstsq import solve_dense, solve_diag
 from .plan import get_plan, net_digest
 
 FIT_NAME = "mipin"
-FIT_VERSION = 1
+FIT_VERSION = 2
 _F16_ABOVE = 1 << 17  # tensors with more entries are stored as float16 (scaled per column)
 
 
@@ -72,6 +74,10 @@ class Fit:
     def lam(self) -> float:
         return float(self.card["config"]["lam"])
 
+    @property
+    def version(self) -> int:
+        return int(self.card.get("version", 1))
+
 
 @functools.lru_cache(maxsize=8)
 def _load_fit(path: str, device: str) -> Fit:
@@ -101,6 +107,8 @@ def solve_stage(kind: str, st: dict, lam: float) -> dict[str, torch.Tensor]:
         W, b = solve_dense(st["P"], st["U"], st["e"], st["mx"], st["ms"], lam)
         return {"W": W.float(), "b": b.float()}
     if kind == "avgpool":
+        if "cxs" not in st:  # the forward-activation inverse: nothing fitted
+            return {}
         w, b = solve_diag(st["cxs"], st["css"], st["mx"], st["ms"], lam)
         return {"w": w.float(), "b": b.float()}
     if kind == "conv":
