@@ -393,3 +393,84 @@ def test_amortised_std_positive_and_object_ranked_first(shapes_setup):
         obj, bg = mu[i][m[i]], mu[i][~m[i]]
         aucs.append(float((obj[:, None] > bg[None, :]).float().mean()))
     assert np.mean(aucs) > 0.8, np.mean(aucs)
+
+
+# ---------------------------------------------------------------------------------------------
+# the uncertainty, examined (scripts/varsal_uncertainty.py and its engine helpers)
+
+
+def test_negative_elbo_uses_fixed_draws_and_ranks_a_fit_above_the_prior(tiny_cnn):
+    clf = tiny_cnn(16, **TINY)
+    x = tiny_image(seed=2)
+    cfg = varsal.VarSalConfig(mode="per-image", steps=40, n_mc=8, lr=0.1)
+    mu, log_nu, _ = varsal.fit_one_image(clf, x, cfg)
+    prior_ln = softtv.optimal_log_variance(16, 16, cfg.alpha)
+    mus, lns = torch.stack([mu, torch.zeros(16, 16)]), torch.stack([log_nu, prior_ln])
+    e = varsal.negative_elbo(clf, x.expand(2, -1, -1, -1), mus, lns, cfg, n=64, seed=3)
+    again = varsal.negative_elbo(clf, x.expand(2, -1, -1, -1), mus, lns, cfg, n=64, seed=3)
+    for k in ("likelihood", "prior_kl", "loss"):
+        assert e[k].shape == (2,) and torch.equal(e[k], again[k])
+    torch.testing.assert_close(e["loss"], e["likelihood"] + cfg.beta_for(16, 16) * e["prior_kl"])
+    torch.testing.assert_close(e["prior_kl"], softtv.kl_to_prior(mus, lns, cfg.alpha))
+    assert float(e["loss"][0]) < float(e["loss"][1])  # the fit beats the prior's start on the same draws
+
+
+def test_std_beyond_mean_removes_what_the_mean_predicts():
+    g = np.random.default_rng(0)
+    mean = g.normal(size=(20, 20))
+    std = 0.6 - 0.2 * mean + 0.03 * mean**2
+    resid, r2 = varsal.std_beyond_mean(mean, std)
+    assert np.abs(resid).max() < 1e-6 and r2 == pytest.approx(1.0)
+    bump = np.zeros_like(std)
+    bump[5:8, 5:8] = 0.3
+    resid, r2 = varsal.std_beyond_mean(mean, std + bump)
+    assert resid.shape == std.shape and resid.dtype == np.float32
+    assert resid[5:8, 5:8].mean() > 0.25 and np.abs(resid[12:, 12:]).mean() < 0.02
+    assert 0.0 < r2 < 1.0
+    resid, r2 = varsal.std_beyond_mean(mean, np.full_like(mean, 0.4))  # a constant std: nothing to explain
+    assert np.abs(resid).max() < 1e-6 and r2 == 1.0
+    with pytest.raises(ValueError):
+        varsal.std_beyond_mean(mean, std[:5])
+
+
+def _script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "varsal_uncertainty.py"
+    spec = importlib.util.spec_from_file_location("varsal_uncertainty", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_corruptions_follow_imagenet_c():
+    mod = _script()
+    flat = np.full((8, 8, 3), 100, dtype=np.uint8)
+    np.testing.assert_array_equal(mod.motion_blur(flat, 30.0, 3, 2), flat)  # weights sum to 1
+    grey = np.full((4, 4, 3), 60, dtype=np.uint8)
+    assert int(mod.brightness(grey)[0, 0, 0]) == round((60 / 255 + 0.5) * 255)  # V + 0.5 for a grey
+    np.testing.assert_array_equal(mod.brightness(np.full((2, 2, 3), 250, dtype=np.uint8)), 255)  # clipped
+    dot = np.zeros((9, 9, 3), dtype=np.uint8)
+    dot[4, 4] = 255
+    out = mod.motion_blur(dot, 0.0, 2, 1.5)  # angle 0: a horizontal streak, on one side only
+    assert out[4, 4, 0] > out[4, 3, 0] > out[4, 2, 0] > 0 and out[4, 5, 0] == 0 and out[3].max() == 0
+    imgs = np.random.default_rng(0).integers(0, 255, (3, 16, 16, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(mod.corrupt(imgs, "motion_blur", 1), mod.corrupt(imgs, "motion_blur", 1))
+
+
+def test_uncertainty_script_runs_on_a_few_images(capsys):
+    from explainers.classifiers.embedded import EMBEDDED, load_embedded
+
+    if not EMBEDDED["shapes-resnet"].weights.exists():
+        pytest.skip("shapes-resnet weights are not in assets/classifiers")
+    if varsal.fitted_path(load_embedded("shapes-resnet", torch.device("cpu"))) is None:
+        pytest.skip("no committed VarSal encoder for shapes-resnet")
+    n = torch.get_num_threads()
+    try:
+        assert _script().main(["--models", "shapes-resnet", "--limit", "3", "--per-image-limit", "1", "--steps", "2", "--draws", "2"]) == 0
+    finally:
+        torch.set_num_threads(n)
+    out = capsys.readouterr().out
+    for words in ("amortisation gap", "ρ(std, mean)", "border", "std beyond mean", "brightness", "motion_blur", "−ELBO"):
+        assert words in out, (words, out)

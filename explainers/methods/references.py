@@ -3,15 +3,23 @@
 Shared by PMI's simple samplers, DSSR+'s reference r, VarSal's baselines and the distribution
 controller's background A. All work in pixel space ((B, 3, H, W) in [0, 1]) on the input's device,
 and draw randomness only from the ``torch.Generator`` they are given.
+
+:func:`least_informative` ranks references by how much class evidence a classifier reads in them
+(a reference meant to remove evidence should leave the prediction close to uniform);
+:func:`auto_reference` makes that choice once per classifier, on a few probe images.
 """
 from __future__ import annotations
 
-from typing import Optional
+import math
+import threading
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
 KINDS = ("noise", "blur", "constant", "mean")
+AUTO_CANDIDATES = ("noise", "blur", "mean")  # "constant" needs a grey level, which would be one more choice
+PROBES = 16  # probe images for the automatic choice (the built-in validation split's first ones)
 
 
 def gaussian_kernel1d(sigma: float, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -64,3 +72,63 @@ def reference(
     from ..errors import ExplainerError
 
     raise ExplainerError(f"unknown reference {kind!r}; choose one of {', '.join(KINDS)}")
+
+
+
+# ----------------------------------------------------------------------------- automatic choice
+def class_evidence(clf, r01: torch.Tensor) -> torch.Tensor:
+    """KL(p(· | r) || uniform) = log C − H(p) in nats, per image of ``r01`` (B, 3, H, W): 0 when the
+    classifier reads nothing in ``r``, log C when it is certain of one class."""
+    with torch.no_grad():
+        logp = torch.log_softmax(clf.logits01(r01.to(clf.device)).double(), dim=1)
+    return (math.log(logp.shape[1]) + (logp.exp() * logp).sum(dim=1)).float().cpu()
+
+
+def least_informative(
+    clf, probes01: torch.Tensor, kinds: Sequence[str] = AUTO_CANDIDATES, seed: int = 0
+) -> tuple[str, dict[str, float]]:
+    """(kind, {kind: mean class evidence}) for the reference among ``kinds`` whose predictions on
+    the ``probes01`` (B, 3, H, W) images are closest to uniform (the least mean KL to uniform; ties
+    go to the earlier kind). Noise is one draw per probe image from ``seed``."""
+    gen = torch.Generator().manual_seed(int(seed))
+    scores = {k: float(class_evidence(clf, reference(k, probes01.cpu(), gen)).mean()) for k in kinds}
+    return min(kinds, key=lambda k: scores[k]), scores
+
+
+def probe_images(clf) -> tuple[torch.Tensor, str]:
+    """(probes (B, 3, H, W) in [0, 1], where from): the first ``PROBES`` validation images of the
+    built-in data set the classifier was trained on, else scikit-image's photographs (what the
+    app offers ImageNet models)."""
+    from ..data import load_dataset
+    from ..data.samples import samples
+    from ..errors import ExplainerError
+
+    if clf.dataset:
+        try:
+            ds = load_dataset(clf.dataset, "val", limit=PROBES)
+            if len(ds):
+                return torch.stack([clf.pixels(it.image) for it in ds]), f"{clf.dataset} val, first {len(ds)}"
+        except ExplainerError:
+            pass
+    photos = [s for s in samples(photos=True) if s.dataset == "photos"]
+    return torch.stack([clf.pixels(s.image) for s in photos]), f"{len(photos)} photographs"
+
+
+_AUTO: dict[tuple, dict] = {}
+_AUTO_LOCK = threading.Lock()
+
+
+def auto_reference(clf) -> dict:
+    """The reference DSSR+'s ``reference="auto"`` uses for ``clf``, chosen once per classifier
+    (cached on its id, input size and weights digest): ``{"kind", "scores", "probes"}`` with the
+    mean class evidence of each candidate on the probe images (:func:`least_informative`)."""
+    key = (clf.id, tuple(clf.input_size), clf.weights_digest())
+    with _AUTO_LOCK:
+        hit = _AUTO.get(key)
+    if hit is None:
+        probes, where = probe_images(clf)
+        kind, scores = least_informative(clf, probes)
+        hit = {"kind": kind, "scores": scores, "probes": where}
+        with _AUTO_LOCK:
+            _AUTO[key] = hit
+    return dict(hit, scores=dict(hit["scores"]))

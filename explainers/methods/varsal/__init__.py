@@ -31,16 +31,18 @@ by the top-k = more important. Only the *order* of the saliency values matters t
 the prior fixes their scale around 0.
 
 The package: ``config`` (:class:`VarSalConfig`), ``encoder`` (Appendix C's network and loading a
-fitted one), ``objective`` (Eq. 2–7 and the per-image optimisation), ``method`` (the choice between
-them and ``run``; registers ``varsal``).
+fitted one), ``objective`` (Eq. 2–7, the negative ELBO of given posteriors and the per-image
+optimisation), ``method`` (the choice between them and ``run``; registers ``varsal``), ``analysis``
+(the std beyond what the mean predicts).
 """
+from .analysis import std_beyond_mean
 from .config import BASELINES, FIT_NAME, MODES, OBJECTIVE_FIELDS, TRAINING_FIELDS, VarSalConfig
 from .encoder import PAPER_CHANNELS, Encoder, EncoderConfig, encode, fitted_path, load_encoder, upsample
 from .method import run
-from .objective import baselines, draw_k, draw_kinds, fit_one_image, grid_size, likelihood
+from .objective import baselines, draw_k, draw_kinds, fit_one_image, grid_size, likelihood, negative_elbo
 
 __all__ = [
     "BASELINES", "FIT_NAME", "MODES", "OBJECTIVE_FIELDS", "PAPER_CHANNELS", "TRAINING_FIELDS", "Encoder",
     "EncoderConfig", "VarSalConfig", "baselines", "draw_k", "draw_kinds", "encode", "fit_one_image", "fitted_path",
-    "grid_size", "likelihood", "load_encoder", "run", "upsample",
+    "grid_size", "likelihood", "load_encoder", "negative_elbo", "run", "std_beyond_mean", "upsample",
 ]

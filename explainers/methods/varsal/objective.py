@@ -92,6 +92,41 @@ def likelihood(
     return (log_p.exp() * (log_p - log_q)).sum(dim=1)
 
 
+@torch.no_grad()
+def negative_elbo(
+    clf: Classifier,
+    x01: torch.Tensor,
+    mu: torch.Tensor,
+    log_nu: torch.Tensor,
+    cfg: VarSalConfig,
+    n: int = 32,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """Eq. 5 for given posteriors, estimated with ``n`` draws (z, k, x̄) per image: per image (B,),
+    ``likelihood`` (nats, the Monte-Carlo mean of Eq. 2), ``prior_kl`` (Eq. 7, exact) and ``loss`` =
+    likelihood + β·prior_kl (the negative ELBO up to a constant; lower is better).
+
+    ``x01`` (B, 3, H, W), ``mu`` and ``log_nu`` (B, h, w) on any grid (the mask is upsampled as in
+    training). The draws depend only on ``seed``, ``n`` and the grid, so two posteriors for the same
+    images (the encoder's and the per-image fit's) are compared on the very same draws."""
+    dev = clf.device
+    B, h, w = mu.shape
+    x01, mu, log_nu = x01.to(dev), mu.to(dev).float(), log_nu.to(dev).float()
+    lik = torch.zeros(B, device=dev)
+    blurred = references.reference("blur", x01, sigma=cfg.blur_sigma)
+    log_p = torch.log_softmax(clf.logits01(x01).float(), dim=1)
+    for b in range(B):
+        gen = torch.Generator(device=dev).manual_seed(int(seed))
+        z = torch.randn((n, h, w), generator=gen, device=dev)
+        k = draw_k(n, h * w, cfg.k_min, cfg.k_max, gen)
+        xb = x01[b : b + 1].expand(n, -1, -1, -1)
+        xbar = baselines(xb, draw_kinds(n, cfg.baseline, gen), gen, cfg.blur_sigma, cfg.noise_std, blurred[b : b + 1])
+        s = mu[b] + (0.5 * log_nu[b]).exp() * z
+        lik[b] = likelihood(clf, xb, log_p[b : b + 1].expand(n, -1), s, k, xbar, cfg.topk_eps, cfg.sinkhorn_iters).mean()
+    kl = softtv.kl_to_prior(mu, log_nu, cfg.alpha)
+    return {"likelihood": lik.cpu(), "prior_kl": kl.cpu(), "loss": (lik + cfg.beta_for(h, w) * kl).cpu()}
+
+
 # ---------------------------------------------------------------------------------------------
 # per-image variational inference
 
