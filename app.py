@@ -1,12 +1,12 @@
 """Streamlit entry point: navigation over pages/ and the shared sidebar. Nothing else.
 
-Run with ``streamlit run app.py``.
+Run with ``streamlit run app.py`` (settings in ``.streamlit/config.toml``).
 """
 from pathlib import Path
 
 import streamlit as st
 
-from ui import sidebar
+from ui import sidebar, widgets, work
 
 st.set_page_config(page_title="Explainer explorer", page_icon=":material/visibility:", layout="wide")
 
@@ -30,5 +30,11 @@ if missing:
     raise FileNotFoundError(f"app.py lists pages that do not exist: {', '.join(missing)}")
 pages = [st.Page(str(HERE / f), title=t, icon=i, default=(k == 0)) for k, (f, t, i) in enumerate(PAGES)]
 page = st.navigation(pages)
-sidebar.render()
+ctx = sidebar.render()
+if sidebar.changed(ctx):
+    # another classifier, device or image: stop its work, drop its class boxes, and start a fresh
+    # run, which clears every map and class name of the old one from the screen at once
+    work.cancel_all()
+    widgets.forget_context()
+    st.rerun()
 page.run()

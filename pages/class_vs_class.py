@@ -2,7 +2,7 @@
 import streamlit as st
 
 from explainers.methods.pmi import pmi_map
-from ui import page, plots
+from ui import page
 from ui.widgets import pmi_controls, target_picker
 
 st.title("Class vs class")
@@ -10,30 +10,23 @@ st.caption(
     "PMI maps of two classes from one run (no new forwards when you switch classes): what supports one "
     "class may oppose the other, or not. Try a two-shape sample. The difference is "
     "PMI(A) − PMI(B) = log₂ [p(A|x) / p(B|x)] − log₂ [p(A|x without the patch) / p(B|x without the patch)]: "
-    "red pixels favour A over B."
+    "red pixels favour A over B. The three maps share one symmetric colour scale, so equal colours are equal bits."
 )
 pc = page.prologue()
 clf, seen = pc.clf, pc.seen
 
-params = pmi_controls(clf.input_size, key="cvc")
+params = pmi_controls(clf, key="cvc")
 ca, cb = st.columns(2)
 with ca:
     a = target_picker(pc.top, key="cvc.a", label="Class A", index=0)
 with cb:
     b = target_picker(pc.top, key="cvc.b", label="Class B", index=1)
-res = page.explain_or_stop(pc, "pmi-ig", params, label="PMI for every class")
+res = page.explain_or_stop(pc, "pmi-ig", params, pc.top[0][0], "PMI for every class", slot="cvc")
 
 pa, pb = pmi_map(res.extras, a), pmi_map(res.extras, b)
 la, lb = clf.labels[a], clf.labels[b]
-cols = st.columns(3)
-figs = [
-    plots.map_figure(seen, pa, "signed", "bits", f"PMI · A = {la}"),
-    plots.map_figure(seen, pb, "signed", "bits", f"PMI · B = {lb}"),
-    plots.map_figure(seen, pa - pb, "signed", "bits", f"A − B · {la} vs {lb}"),
-]
-for col, fig in zip(cols, figs):
-    with col:
-        st.plotly_chart(fig, width="stretch")
+page.show_maps(seen, [(pa, "signed", "bits", f"PMI · A = {la}"), (pb, "signed", "bits", f"PMI · B = {lb}"),
+                      (pa - pb, "signed", "bits", f"A − B · {la} vs {lb}")], keys="cvc.")
 if a == b:
     st.info("A and B are the same class: the difference is zero.")
 m = res.meta

@@ -3,41 +3,40 @@ import functools
 
 import streamlit as st
 
-from explainers.core import Explanation
-from ui import grid, page, widgets
+from ui import grid, page, widgets, work
 
 st.title("Side by side")
 pc = page.prologue()
-image = pc.seen
 
 methods = grid.available_methods()
 head = st.columns([1, 3])
 with head[0]:
     target = widgets.target_picker(pc.top)
-    chosen = st.multiselect("Methods", methods, default=methods, key="compare.methods")
+    chosen = st.multiselect("Methods", methods, **widgets.kept("compare.methods", methods, lambda v: set(v) <= set(methods)))
 with head[1]:
-    params = grid.knob_values(chosen)
+    params = grid.knob_values(chosen, pc.clf)
 with st.expander("More settings, per method"):
     tabs = st.tabs(chosen) if chosen else []
     for tab, m in zip(tabs, chosen):
         with tab:
             params[m].update(widgets.config_widgets(m, skip=[k.field for k in grid.KNOBS if k.method == m], key="compare."))
+st.caption(
+    f"**{pc.model_id}** on {pc.device} · class **{pc.clf.labels[target]}** · each cell says how long it should take; "
+    f"work expected to take over {work.duration(work.LONG_SECONDS)} starts on its Run button, and a finished map is "
+    "never recomputed unless its own settings change. Maps in the same unit share one colour scale."
+)
 
-results = []
-flow = grid.Flow(columns=4)
-for m in chosen:
-    cell = flow.next()
-    with cell:
-        r = grid.run_cell(pc.model_id, pc.device, pc.png, m, params[m], target)
-    if r is not None:
-        results.append(r)
-        grid.draw_maps(r, image, cell, flow)
+results = grid.render(pc, chosen, params, target)
 
 if results:
     # Both files are made on click (deferred), not on every rerun: drawing the PNG grid alone
     # takes most of a second, which a slider move that hits the cache should not pay.
+    context = grid.about(pc, target)
     c1, c2 = st.columns(2)
-    c1.download_button("Download the grid (PNG)", functools.partial(grid.export_png, image, results), file_name="explanations.png", mime="image/png")
-    c2.download_button("Download all maps with settings (.npz)", functools.partial(grid.export_npz, results), file_name="explanations.npz")
+    c1.download_button("Download the grid (PNG)", functools.partial(grid.export_png, pc.seen, results, context),
+                       file_name="explanations.png", mime="image/png", on_click="ignore",
+                       help="the model, class, methods, settings and the commands that reproduce them are in the PNG's text chunks")
+    c2.download_button("Download all maps with settings (.npz)", functools.partial(grid.export_npz, results, context),
+                       file_name="explanations.npz", on_click="ignore")
     with st.expander("Reproduce from the command line"):
-        st.code("\n".join(Explanation.combine(results).meta["commands"]), language="bash")
+        st.code("\n".join(grid.commands(results, pc.image_name if "." in pc.image_name else "IMAGE")), language="bash")

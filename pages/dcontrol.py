@@ -4,8 +4,8 @@ import streamlit as st
 
 from explainers.errors import ExplainerError
 from explainers.methods.dcontrol import GENERATORS, TRANSFORMERS, DControlConfig, apply_controller, masks_from_z
-from ui import page, plots, plots_dcontrol
-from ui.widgets import target_picker
+from ui import page, plots_dcontrol
+from ui.widgets import help_for, kept, target_picker
 
 st.title("Distribution controller")
 st.caption(
@@ -20,25 +20,27 @@ clf, seen = pc.clf, pc.seen
 d = DControlConfig()
 
 c1, c2, c3 = st.columns([1, 1, 2])
-transformer = c1.radio("Transformer", TRANSFORMERS, index=list(TRANSFORMERS).index(d.transformer), key="dc.transformer", horizontal=True,
-                       help="the controller the generator was trained with (a fit per transformer)")
-generator = c2.selectbox("Generator", GENERATORS, index=list(GENERATORS).index(d.generator), key="dc.generator",
-                         help="auto: the fitted generator if there is one, else a per-image optimisation")
+transformer = c1.radio("Transformer", TRANSFORMERS, **kept("dc.transformer", d.transformer, lambda v: v in TRANSFORMERS),
+                       horizontal=True, help=help_for(DControlConfig, "transformer"))
+generator = c2.selectbox("Generator", GENERATORS, **kept("dc.generator", d.generator, lambda v: v in GENERATORS),
+                         help=help_for(DControlConfig, "generator"))
 with c3:
     cls = target_picker(pc.top, key="dc.class", label="Explain the class (top 5)")
 params = {k: v for k, v in {"transformer": transformer, "generator": generator}.items() if v != getattr(d, k)}
 
-res = page.explain_or_stop(pc, "dcontrol", params, cls, "Distribution controller")
+res = page.explain_or_stop(pc, "dcontrol", params, cls, "Distribution controller", slot="dcontrol")
 m = res.meta
 trained_eta = float(m.get("trained_eta") or d.eta)
 trained_h = float(m.get("trained_h") or d.h)
 
 s1, s2 = st.columns(2)
 basic = transformer == "basic"
-eta = s1.slider("η (Eq. 6)", 0.1, 5.0, trained_eta, 0.1, key=f"dc.eta.{trained_eta}", disabled=basic,
-                help="how close sigmoid(η z) comes to uniform (η ≈ 1.5 with h = 1 is nearly uniform)")
-h = s2.slider("h (Eq. 6)", 0.2, 6.0, trained_h, 0.1, key=f"dc.h.{trained_h}", disabled=basic,
-              help="the power that skews the scores to the right (a long tail of high scores)")
+eta = s1.slider("η (Eq. 6)", 0.1, 5.0, step=0.1, **kept(f"dc.eta.{trained_eta}", trained_eta), disabled=basic,
+                help=f"{help_for(DControlConfig, 'eta')}; starts at the value the generator was trained with ({trained_eta:g}) "
+                     "and is re-applied to the stored z without a new run")
+h = s2.slider("h (Eq. 6)", 0.2, 6.0, step=0.1, **kept(f"dc.h.{trained_h}", trained_h), disabled=basic,
+              help=f"{help_for(DControlConfig, 'h')}; starts at the trained value ({trained_h:g}) and is re-applied "
+                   "to the stored z without a new run")
 try:
     mask, fine = masks_from_z(res.extras["z"], clf.input_size, transformer, eta, h, res.extras["v"])
     coarse = apply_controller(np.asarray(res.extras["z"], dtype=np.float64), transformer, eta, h)
@@ -46,11 +48,8 @@ except ExplainerError as e:
     page.stop(e)
 
 label = clf.labels[cls]
-left, right = st.columns(2)
-with left:
-    st.plotly_chart(plots.map_figure(seen, mask, "mask", "relevance", f"Raw mask · {label}"), width="stretch")
-with right:
-    st.plotly_chart(plots.map_figure(seen, fine, "positive", "relevance × probability", f"Fine-tuned · {label}"), width="stretch")
+page.show_maps(seen, [(mask, "mask", "relevance", f"Raw mask · {label}"),
+                      (fine, "positive", "relevance × probability", f"Fine-tuned · {label}")], keys="dc.")
 
 if m.get("amortised"):
     how = (f"**fitted generator** ({m.get('trained_transformer')} transformer, trained with η = {trained_eta:g}, "
@@ -68,14 +67,11 @@ st.caption(
 
 d1, d2 = st.columns(2)
 with d1:
-    st.plotly_chart(plots_dcontrol.density_figure(coarse, transformer, eta, h), width="stretch")
+    page.chart(plots_dcontrol.density_figure(coarse, transformer, eta, h))
     st.caption("The curve assumes z ~ N(0, 1); instance normalisation gives z mean 0 and variance 1 but not "
                "necessarily a normal shape, so the histogram shows how close this image comes.")
 with d2:
-    st.plotly_chart(
-        plots_dcontrol.finetune_figure(res.extras["finetune_fraction"], res.extras["finetune_q"],
-                                       res.extras["finetune_q_monotone"], label),
-        width="stretch",
-    )
+    page.chart(plots_dcontrol.finetune_figure(res.extras["finetune_fraction"], res.extras["finetune_q"],
+                                              res.extras["finetune_q_monotone"], label))
     st.caption(f"q_max = {m['q_max']:.3f} (blurred image: {m['q_reference']:.3f}). Pixels kept after the monotone "
                "curve reaches q_max get a fine-tuned score of 0.")

@@ -10,5 +10,5 @@ left, right = st.columns([1, 2])
 with left:
     st.image(pc.seen, caption=f"as the classifier sees it ({pc.clf.input_size[1]}×{pc.clf.input_size[0]})", width="stretch")
 with right:
-    st.plotly_chart(plots.topk_bar(pc.top), width="stretch")
+    page.chart(plots.topk_bar(pc.top))
 st.caption(f"Model **{pc.clf.id}** on **{pc.clf.device}** · image: {pc.image_name}")

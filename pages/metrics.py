@@ -6,7 +6,7 @@ import streamlit as st
 from explainers.core import METHODS
 from explainers.errors import ExplainerError
 from explainers.evaluation import METRICS
-from ui import grid, page, plots_metrics, widgets
+from ui import cache, grid, page, plots_metrics, widgets, work
 
 st.title("Faithfulness · how far to trust each map")
 st.caption(
@@ -24,22 +24,25 @@ head = st.columns([1, 3])
 with head[0]:
     target = widgets.target_picker(pc.top, key="metrics.target")
 with head[1]:
-    chosen = st.multiselect("Methods", options, default=fast, key="metrics.methods",
-                            help="every map of each method is scored; slow methods (PMI, DSSR+) take seconds per image")
+    chosen = st.multiselect("Methods", options, **widgets.kept("metrics.methods", fast, lambda v: set(v) <= set(options)),
+                            help="every map of each method is scored; each method and each map's metrics follow the "
+                                 "long-work rule (an estimate, and a click for anything over half a minute)")
 
 region = page.region_for(pc.png, clf)
 results = {}
 for m in chosen:
     try:
-        r = page.explain(pc.model_id, pc.device, pc.png, m, {}, target)
-        for name, arr in r.maps.items():
+        r = page.explain(pc.model_id, pc.device, pc.png, m, {}, target, slot=f"metrics.{m}")
+        for name in (r.maps if r is not None else {}):
             label = m if len(r.maps) == 1 else f"{m} · {name}"
-            results[label] = page.image_metrics(pc.model_id, pc.device, pc.png, arr, int(r.meta["target"]), region)
+            scores = page.image_metrics(pc, r, name, region, slot=f"metrics.scores.{label}")
+            if scores is not None:
+                results[label] = scores
     except ExplainerError as e:
         st.warning(page.failure(e, METHODS[m].title), icon=":material/error:")
 
 if results:
-    st.plotly_chart(plots_metrics.curves_figure(results), width="stretch", key="metrics.curves")
+    page.chart(plots_metrics.curves_figure(results), key="metrics.curves")
     st.dataframe(plots_metrics.metrics_table(results), hide_index=True, width="stretch")
     if region is None:
         st.info("The box metrics (pointing game, M_I, box accuracy) need the object's box or mask: pick a built-in "
@@ -54,25 +57,28 @@ if data is None:
             f"`python -m explainers evaluate --model {pc.model_id} --method gradcam --data FOLDER --metric deletion,insertion`")
 else:
     c1, c2, c3 = st.columns([1, 1, 2])
-    d_method = c1.selectbox("Method", options, index=options.index("gradcam") if "gradcam" in options else 0, key="metrics.ds.method")
-    limit = c2.slider("Images", 2, 100, 10, key="metrics.ds.limit", help=f"the first images of the {data} test split")
-    d_metrics = c3.multiselect("Metrics", list(METRICS), default=[m for m in ("pointing", "deletion", "insertion") if m in METRICS],
-                               key="metrics.ds.metrics", format_func=lambda m: f"{m} — {METRICS[m].help}")
-    if st.button(f"Evaluate {d_method} on {limit} {data} images", key="metrics.ds.run", disabled=not d_metrics):
-        try:
-            st.session_state["metrics.ds.result"] = (d_method, data, limit, page.with_progress(
-                f"{d_method} on {data}", lambda p: page.run_dataset(pc.model_id, pc.device, data, d_method, d_metrics, limit, {}, progress=p)))
-        except ExplainerError as e:
-            st.error(page.failure(e))
-    done = st.session_state.get("metrics.ds.result")
-    if done:
-        meth, dname, n, summary = done
-        st.caption(f"{meth} on the first {n} images of {dname}/test — mean and 95% confidence interval "
-                   f"(rows kept on disk: a new run with the same settings resumes). CLI: `python -m explainers evaluate "
-                   f"--model {pc.model_id} --method {meth} --data {dname} --metric {','.join(summary)} --limit {n}`")
-        st.dataframe([{"metric": k, "mean": s["mean"], "95% CI": None if not s["n"] else f"[{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]", "n": s["n"]}
-                      for k, s in summary.items()], hide_index=True)
-        st.plotly_chart(plots_metrics.summary_figure(summary), width="stretch", key="metrics.ds.fig")
+    d_method = c1.selectbox("Method", options, **widgets.kept("metrics.ds.method", "gradcam" if "gradcam" in options else options[0],
+                                                                    lambda v: v in options))
+    limit = c2.slider("Images", 2, 100, **widgets.kept("metrics.ds.limit", 10),
+                      help=f"the first images of the {data} test split (default 10)")
+    d_metrics = c3.multiselect("Metrics", list(METRICS), **widgets.kept(
+        "metrics.ds.metrics", [m for m in ("pointing", "deletion", "insertion") if m in METRICS], lambda v: set(v) <= set(METRICS)),
+        format_func=lambda m: f"{m} — {METRICS[m].help}")
+    if d_metrics:
+        out = work.run("metrics.dataset", (pc.model_id, pc.device, data, d_method, tuple(d_metrics), limit),
+                       f"{d_method} on {limit} {data} images",
+                       lambda p: page.run_dataset(clf, pc.model_id, data, d_method, d_metrics, limit, {}, progress=p),
+                       lambda: page.dataset_seconds(pc, d_method, limit), click=True)
+        if out.state == "failed":
+            st.error(page.failure(out.error))
+        elif out.ok:
+            summary = out.result
+            st.caption(f"{d_method} on the first {limit} images of {data}/test — mean and 95% confidence interval "
+                       f"(rows kept on disk: a new run with the same settings resumes). CLI: `python -m explainers evaluate "
+                       f"--model {pc.model_id} --method {d_method} --data {data} --metric {','.join(summary)} --limit {limit}`")
+            st.dataframe([{"metric": k, "mean": s["mean"], "95% CI": None if not s["n"] else f"[{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]", "n": s["n"]}
+                          for k, s in summary.items()], hide_index=True)
+            page.chart(plots_metrics.summary_figure(summary), key="metrics.ds.fig")
 
 st.header("Sanity check")
 st.caption(
@@ -82,23 +88,20 @@ st.caption(
     "redraws the image. Label sensitivity: the map for the runner-up class against this one."
 )
 s1, s2 = st.columns([1, 3])
-s_method = s1.selectbox("Method", options, index=options.index("gradcam") if "gradcam" in options else 0, key="metrics.sanity.method")
-s_key = (pc.model_id, pc.device, hash(pc.png), s_method, target)
-if s1.button("Run the sanity check", key="metrics.sanity.run",
-             help="amortised methods (VarSal, distribution controller) fall back to their per-image optimisation on "
-                  "the randomised copies, which takes a while; MIP-IN is fitted on each network (300 images, a few seconds)"):
-    try:
-        st.session_state["metrics.sanity.result"] = (s_key, page.with_progress(
-            "Randomising layer by layer", lambda p: page.run_sanity(pc.model_id, pc.device, pc.png, s_method, target, progress=p)))
-    except ExplainerError as e:
-        st.error(page.failure(e))
-kept = st.session_state.get("metrics.sanity.result")
-san = kept[1] if kept and kept[0] == s_key else None
-if san:
-    r, lab = san["result"], san["label"]
-    s2.plotly_chart(plots_metrics.sanity_figure(r), width="stretch", key="metrics.sanity.fig")
+s_method = s1.selectbox("Method", options, **widgets.kept("metrics.sanity.method", "gradcam" if "gradcam" in options else options[0],
+                                                                lambda v: v in options),
+                        help="amortised methods (VarSal, distribution controller) fall back to their per-image optimisation on "
+                             "the randomised copies, which takes a while; MIP-IN is fitted on each network (300 images, a few seconds)")
+with s1:
+    out = work.run("metrics.sanity", (pc.model_id, pc.device, cache.digest(pc.png), s_method, target), "Sanity check",
+                   lambda p: page.run_sanity(clf, cache.decode_image(pc.png), s_method, target, progress=p),
+                   lambda: page.sanity_seconds(pc, s_method), click=True)
+if out.state == "failed":
+    st.error(page.failure(out.error))
+elif out.ok:
+    r, lab = out.result["result"], out.result["label"]
+    page.chart(plots_metrics.sanity_figure(r), key="metrics.sanity.fig", where=s2)
     s1.metric("Spearman, all layers random", f"{r.spearman[-1]:.2f}" if np.isfinite(r.spearman[-1]) else "n/a")
     s1.metric(f"Spearman vs class {clf.labels[lab['other']]}", f"{lab['spearman']:.2f}" if np.isfinite(lab["spearman"]) else "n/a",
               help=f"SSIM {lab['ssim']:.2f}, l2 distance {lab['l2']:.3g} (MIP-IN Sec. 6.4)")
     s1.caption(f"{r.method} · {r.map_name} · class {clf.labels[r.target]} · seed {r.seed}")
-

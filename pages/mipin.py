@@ -4,7 +4,7 @@ import streamlit as st
 
 from explainers.methods.mipin import MIPINConfig
 from ui import page, plots, plots_mipin
-from ui.widgets import target_picker
+from ui.widgets import help_for, kept, target_picker
 
 LAMBDAS = [0.0, 1e-4, 3e-4, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0]
 
@@ -25,22 +25,22 @@ with c1:
     target = target_picker(pc.top, key="mipin.class", label="Class to explain (top 5)")
 with c2:
     lam = st.select_slider(
-        "λ (ridge of the dense inverses, Eq. 6)", LAMBDAS, value=d.lam, key="mipin.lam",
+        "λ (ridge of the dense inverses, Eq. 6)", LAMBDAS, **kept("mipin.lam", d.lam, lambda v: v in LAMBDAS),
         format_func=lambda v: f"{v:g}",
-        help="Changing λ re-solves every dense inverse in closed form from the statistics stored with the fit: "
-             "exact for the top layer; the layers below keep the statistics gathered with the fitted λ.",
+        help=f"{help_for(MIPINConfig, 'lam')}. Changing λ re-solves every dense inverse in closed form from the statistics "
+             "stored with the fit: exact for the top layer; the layers below keep the statistics gathered with the fitted λ.",
     )
 with c3:
-    forward_relu = st.checkbox("forward ReLU", value=d.forward_relu, key="mipin.frelu",
-                               help="Off: the 'global' signal of Fig. 3, the same for every image of a class.")
+    forward_relu = st.checkbox("forward ReLU", **kept("mipin.frelu", d.forward_relu),
+                               help=f"{help_for(MIPINConfig, 'forward_relu')}. Off: the same signal for every image of a class.")
 
 params = {k: v for k, v in {"lam": float(lam), "forward_relu": forward_relu}.items() if v != getattr(d, k)}
-res = page.explain_or_stop(pc, "mipin", params, target)
+res = page.explain_or_stop(pc, "mipin", params, target, slot="mipin")
 
 m, ex = res.meta, res.extras
 t = m["target"]
 label = clf.labels[t]
-unit = m.get("unit", "input units")
+unit = m.get("units", {}).get("attribution") or m.get("unit", "input units")  # the same name as in the grid
 scope = m.get("scope", "network")
 if scope == "classifier":
     st.info(
@@ -52,10 +52,13 @@ if scope == "classifier":
 st.subheader(f"Attribution · {label}")
 left, right = st.columns(2)
 attr = res.maps["attribution"]
+kind = (m.get("kinds") or {}).get("attribution", "signed")  # a whole-network inversion may give a magnitude
 with left:
-    st.plotly_chart(plots.map_figure(None, attr, "signed", unit, "attribution (diverging, 0 = white)"), width="stretch")
+    page.chart(plots.map_figure(None, attr, kind, unit, "attribution" + (" (diverging, 0 = white)" if kind == "signed" else "")))
 with right:
-    st.plotly_chart(plots.map_figure(seen, attr, "signed", unit, "over the image"), width="stretch")
+    page.chart(plots.map_figure(seen, attr, kind, unit, "over the image"))
+if plots.near_zero(attr, unit):
+    st.caption(f":warning: {plots.near_zero(attr, unit)}")
 pos, neg = float(np.clip(attr, 0, None).sum()), float(np.clip(attr, None, 0).sum())
 st.caption(
     f"sum of positive evidence {pos:.4g}, of negative evidence {neg:.4g} ({unit}) · "
@@ -74,10 +77,10 @@ with b:
     if src.ndim == 3:
         st.image(plots_mipin.display_image(src), caption=f"source signal S₀ · logit {fs:.2f}", width="stretch")
     else:
-        st.plotly_chart(plots_mipin.signal_figure(src, "", "feature units", height=240), width="stretch")
+        page.chart(plots_mipin.signal_figure(src, "", "feature units", height=240))
         st.caption(f"source signal S₀ (channel mean) · logit {fs:.2f}")
 with c:
-    st.plotly_chart(plots_mipin.logits_bar(clf.labels, ex["logits"], ex["source_logits"], t), width="stretch")
+    page.chart(plots_mipin.logits_bar(clf.labels, ex["logits"], ex["source_logits"], t))
 st.caption(
     (f"Completeness for this image: |Φ(X) − Φ(S₀)| / |Φ(X)| = {change:.1f}% (the summand of APC, Eq. 10). " if change is not None else "")
     + ("S₀ is shown scaled to its own range." if src.ndim == 3 else "")

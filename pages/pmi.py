@@ -5,7 +5,7 @@ import streamlit as st
 from explainers.errors import ExplainerError
 from explainers.methods.pmi import PMIConfig, pmi_map
 from explainers.methods.samplers import SAMPLERS
-from ui import page, plots, plots_pmi
+from ui import page, plots_pmi, widgets
 from ui.widgets import pmi_controls, target_picker
 
 st.title("PMI & IG maps")
@@ -13,21 +13,18 @@ st.caption(
     "Every K×K patch is replaced by N in-fills drawn given its 3K×3K neighbourhood (Eq. 3). "
     "**PMI** = log₂ p(y|x) − log₂ p(y|x without the patch): red supports the class, blue opposes it. "
     "**IG** = KL(p(Y|x) ‖ p(Y|x without the patch)): how informative the patch is, for any class. "
-    "Each pixel shows the average over the patches covering it."
+    "Each pixel shows the average over the patches covering it. One run gives the PMI of every class."
 )
 pc = page.prologue()
 clf, seen = pc.clf, pc.seen
 
-params = pmi_controls(clf.input_size)
+params = pmi_controls(clf)
 cls = target_picker(pc.top, key="pmi.class", label="PMI for the class (top 5)")
-res = page.explain_or_stop(pc, "pmi-ig", params, label="PMI & IG")
+res = page.explain_or_stop(pc, "pmi-ig", params, pc.top[0][0], "PMI & IG", slot="pmi")  # every class in one run
 
 label = clf.labels[cls]
-left, right = st.columns(2)
-with left:
-    st.plotly_chart(plots.map_figure(seen, pmi_map(res.extras, cls), "signed", "bits", f"PMI · {label}"), width="stretch")
-with right:
-    st.plotly_chart(plots.map_figure(seen, res.maps["ig"], "positive", "bits", "IG · all classes"), width="stretch")
+page.show_maps(seen, [(pmi_map(res.extras, cls), "signed", "bits", f"PMI · {label}"),
+                      (res.maps["ig"], "positive", "bits", "IG · all classes")], keys="pmi.")
 m = res.meta
 st.caption(
     f"{m['patches']} patches × {m['N_effective']} in-fills = {m['forwards']:,} forwards in {m['seconds']:.2f} s "
@@ -44,9 +41,12 @@ st.caption(
 K = params["K"]
 h, w = clf.input_size
 c1, c2, c3 = st.columns(3)
-px = c1.slider("patch x", 0, w - K, (w - K) // 2, key="pmi.px")
-py = c2.slider("patch y", 0, h - K, (h - K) // 2, key="pmi.py")
-n_show = c3.slider("in-fills shown", 1, 12, 6, key="pmi.nshow")
+px = c1.slider("patch x", 0, w - K, **widgets.kept("pmi.px", (w - K) // 2, lambda v: 0 <= v <= w - K, context=True),
+               help=f"left edge of the patch, in pixels of the {w}×{h} input (default: the centre)")
+py = c2.slider("patch y", 0, h - K, **widgets.kept("pmi.py", (h - K) // 2, lambda v: 0 <= v <= h - K, context=True),
+               help=f"top edge of the patch, in pixels of the {w}×{h} input (default: the centre)")
+n_show = c3.slider("in-fills shown", 1, 12, **widgets.kept("pmi.nshow", 6),
+                   help="how many of the N in-fills to draw per sampler (default 6)")
 c_img, c_rows = st.columns([1, 3])
 with c_img:
     st.image(plots_pmi.with_box(seen, (px, py, px + K, py + K)), caption=f"patch at ({px}, {py})", width="stretch")

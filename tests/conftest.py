@@ -93,11 +93,21 @@ def at(app):
     return app()
 
 
+def check_controls(a) -> None:
+    """Every slider and number box of the page says what it does: a help text naming the paper's
+    value or the default (the configs' knob metadata has both)."""
+    for w in [*a.slider, *a.select_slider, *a.number_input]:
+        text = w.proto.help or ""
+        assert text and ("default" in text or "paper" in text), (w.key, w.label, text)
+
+
 def open_page(a, path: str):
-    """Run the app, switch to the page ``path`` (``pages/x.py``) and check it raised nothing."""
+    """Run the app, switch to the page ``path`` (``pages/x.py``), check it raised nothing and that
+    its controls explain themselves (:func:`check_controls`)."""
     a.run()
     a.switch_page(path).run()
     assert not a.exception, [e.value for e in a.exception]
+    check_controls(a)
     return a
 
 
@@ -118,7 +128,8 @@ def need(*fits: str, models: tuple[str, ...] = ("shapes-resnet",)) -> None:
 
 @pytest.fixture
 def pages():
-    """The page helpers: ``pages.open(at, "pages/x.py")``, ``pages.need(*fits, models=...)``."""
+    """The page helpers: ``pages.open(at, "pages/x.py")``, ``pages.need(*fits, models=...)``,
+    ``pages.controls(at)``."""
     import types
 
-    return types.SimpleNamespace(open=open_page, need=need, app_path=APP)
+    return types.SimpleNamespace(open=open_page, need=need, controls=check_controls, app_path=APP)

@@ -46,17 +46,86 @@ def _captions(a) -> list[str]:
     return [c.value for c in a.caption]
 
 
+def _units(a) -> dict[str, dict[str, str]]:
+    """Each FAST method's map units as its result states them (MIP-IN's depends on the network)."""
+    import ui.grid
+
+    ctx = a.session_state["ctx"]
+    top = ui.cache.predict(ctx.model_id, "cpu", ctx.png, 1)[0][0]
+    out = {}
+    for m in FAST:
+        r = ui.cache.lookup(ctx.model_id, "cpu", ctx.png, m, (), ui.grid.run_key_target(m, top, top))
+        out[m] = ui.grid.units_of(r)
+    return out
+
+
 def test_grid_shows_every_map_with_units_and_exports(at, pages):
     a = pages.open(at, PAGE)
     assert not a.error and not a.warning, [e.value for e in [*a.error, *a.warning]]
     assert len(a.get("plotly_chart")) == _maps(FAST)
     caps = [c for c in _captions(a) if " · range " in c]
     assert len(caps) == _maps(FAST)
-    for m in FAST:  # every map says its unit
-        for unit in METHODS[m].units.values():
+    for m, units in _units(a).items():  # every map says its unit, as its method's page names it
+        for unit in units.values():
             assert any(c.startswith(unit) for c in caps), (m, unit)
     downloads = a.get("download_button")
     assert len(downloads) == 2
+
+
+def test_maps_in_one_unit_share_a_symmetric_scale(at, pages):
+    """VarSal's mean (signed) and std (positive) are both in prior s.d.: one scale, ±peak and 0…peak."""
+    a = pages.open(at, PAGE)
+    specs = [json.loads(c.proto.spec) for c in a.get("plotly_chart")]
+    heat = [t for s in specs for t in s["data"] if t["type"] == "heatmap" and t["colorbar"]["title"]["text"] == "prior s.d."]
+    assert len(heat) == 2
+    signed = next(t for t in heat if t.get("zmid") == 0)
+    positive = next(t for t in heat if t is not signed)
+    assert signed["zmax"] == -signed["zmin"] == positive["zmax"] and positive["zmin"] <= 0
+    assert sum("scale shared" in c for c in _captions(a)) == 2
+
+
+def test_a_nearly_zero_map_is_muted_with_a_note(at, pages, monkeypatch):
+    import torch
+
+    from explainers.core import MethodOutput
+
+    spec = METHODS["gradcam"]
+    monkeypatch.setitem(METHODS, "gradcam", dataclasses.replace(
+        spec, run=lambda clf, x, t, cfg, progress=None: MethodOutput({"gradcam": torch.full(clf.input_size, 1e-12)})))
+    a = pages.open(at, PAGE)
+    note = [c for c in _captions(a) if "nearly zero" in c]
+    assert len(note) == 1 and "activation × gradient" in note[0]
+    specs = [json.loads(c.proto.spec) for c in a.get("plotly_chart")]
+    muted = [s for s in specs if "nearly zero" in str(s["layout"].get("title", {}).get("text", ""))]
+    assert len(muted) == 1 and muted[0]["data"][-1]["opacity"] < 0.5
+
+
+def test_each_cell_shows_its_estimate_and_long_work_waits_for_a_click(app, pages, calls, monkeypatch):
+    """With a classifier measured as very slow, every method is 'long': the cells show their
+    estimate and a Run button, nothing runs until one is clicked, and only that one runs."""
+    import explainers.cost
+
+    monkeypatch.setattr(ui.cache, "rates", lambda model_id, device: explainers.cost.Rates(forward=0.01, backward=0.01))
+    a = pages.open(app(**{"compare.methods": ["gradcam", "saliency"]}), PAGE)
+    assert calls == [] and len(a.get("plotly_chart")) == 0
+    assert sum("starts only on a click" in c for c in _captions(a)) == 2
+    run = a.button(key="work.start.grid.gradcam")
+    assert run.label.startswith("Run (about ")
+    a.button(key="work.start.grid.gradcam").click().run()
+    assert [m for m, _ in calls] == ["gradcam"] and len(a.get("plotly_chart")) == 1
+    a.selectbox(key="target").set_value(a.selectbox(key="target").options and a.selectbox(key="target").value).run()
+    assert [m for m, _ in calls] == ["gradcam"]  # a rerun starts nothing and recomputes nothing
+
+
+def test_a_method_that_cannot_run_says_why_without_running(at, pages, calls, monkeypatch):
+    import explainers.cost
+
+    blocked = explainers.cost.Cost(blocked="gradcam: no layer to read; fit one with `python -m explainers fit ...`")
+    monkeypatch.setitem(explainers.cost._ESTIMATES, "gradcam", lambda clf, cfg: blocked)
+    a = pages.open(at, PAGE)
+    assert "gradcam" not in [m for m, _ in calls]
+    assert any("no layer to read" in w.value for w in a.warning)
+    assert len(a.get("plotly_chart")) == _maps(FAST) - 1
 
 
 def test_a_failing_method_shows_a_message_in_its_cell_and_the_rest_render(at, pages, monkeypatch):
@@ -84,9 +153,11 @@ def test_slider_change_recomputes_only_the_method_it_belongs_to(at, pages, calls
     assert len(a.get("plotly_chart")) == _maps(FAST)
 
 
-def test_exports_reproduce_the_maps(at, pages):
+def test_exports_reproduce_the_maps_and_say_what_made_them(at, pages):
     """The page hands the download buttons ``ui.grid.export_npz`` / ``export_png`` (made on click);
-    AppTest gives no download bytes, so call them on the same results and check what they hold."""
+    AppTest gives no download bytes, so call them on the same results and check what they hold:
+    the maps, and the model, class, methods, settings and the commands that reproduce them (the
+    PNG in its text chunks, the .npz in its meta)."""
     from PIL import Image
 
     import ui.grid
@@ -95,16 +166,25 @@ def test_exports_reproduce_the_maps(at, pages):
     labels = [d.proto.label for d in a.get("download_button")]
     assert any("npz" in x for x in labels) and any("PNG" in x for x in labels)
     ctx = a.session_state["ctx"]
-    results = [ui.cache.explanation(ctx.model_id, "cpu", ctx.png, m, (), None) for m in FAST]
-    with np.load(io.BytesIO(ui.grid.export_npz(results)), allow_pickle=False) as z:
+    top = ui.cache.predict(ctx.model_id, "cpu", ctx.png, 1)[0][0]
+    results = [ui.cache.lookup(ctx.model_id, "cpu", ctx.png, m, (), ui.grid.run_key_target(m, top, top)) for m in FAST]
+    context = {"model": ctx.model_id, "device": "cpu", "image": "circle.png", "target": top, "class": "circle"}
+    with np.load(io.BytesIO(ui.grid.export_npz(results, context)), allow_pickle=False) as z:
         meta = json.loads(str(z["meta"]))
         for r in results:
             for k, v in r.maps.items():
                 np.testing.assert_array_equal(z[f"{r.meta['method']}.{k}"], v)
-    assert len(meta["commands"]) == len(FAST) and all("python -m explainers explain" in c for c in meta["commands"])
+    assert meta["model"] == ctx.model_id and meta["class"] == "circle" and meta["methods"] == FAST
+    assert len(meta["commands"]) == len(FAST) and all(c.startswith("python -m explainers explain") for c in meta["commands"])
+    assert all(f"--model {ctx.model_id}" in c and "--image circle.png" in c for c in meta["commands"])
     image = np.zeros((64, 64, 3), np.uint8)
-    png = Image.open(io.BytesIO(ui.grid.export_png(image, results)))
+    png = Image.open(io.BytesIO(ui.grid.export_png(image, results, context)))
     assert png.format == "PNG" and png.width > 4 * 200  # four panels a row
+    text = png.text
+    assert text["model"] == ctx.model_id and text["class"] == "circle" and text["methods"] == ", ".join(FAST)
+    settings = json.loads(text["settings"])
+    assert set(settings) == set(FAST) and settings["dcontrol"]["eta"] == 1.5
+    assert text["command"].splitlines() == meta["commands"]
 
 
 def test_two_sessions_keep_their_own_image_and_maps(at, pages, app):

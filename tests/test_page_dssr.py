@@ -30,6 +30,9 @@ def test_dssr_page_shows_mask_both_images_probabilities_and_history(at, pages):
     assert "Resolved for 64×64" in text and "k₁ = 3" in text and "k₂ = 5" in text and "m is 68×68" in text
     assert "λ = 10/(H·W)" in text
     assert "20 iterations" in text
+    # the automatic reference says what it chose and why (each candidate's class evidence)
+    assert "reference **auto → " in text and "class evidence" in text and "noise" in text
+    assert "f(preserved) ≤ θ·f(x)" in text
 
 
 def test_dssr_page_iterations_slider_reruns(at, pages):

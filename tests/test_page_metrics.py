@@ -69,7 +69,8 @@ def test_dataset_section_runs_and_shows_means(at, pages):
     at.selectbox(key="metrics.ds.method").set_value("gradcam")
     at.slider(key="metrics.ds.limit").set_value(3)
     at.multiselect(key="metrics.ds.metrics").set_value(["pointing", "deletion"]).run()
-    at.button(key="metrics.ds.run").click().run()
+    assert any("starts only on a click" in c.value for c in at.caption)  # with its estimate
+    at.button(key="work.start.metrics.dataset").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     summary = at.dataframe[1].value
     assert list(summary["metric"]) == ["pointing", "deletion"] and list(summary["n"]) == [3, 3]
@@ -79,7 +80,7 @@ def test_dataset_section_runs_and_shows_means(at, pages):
 def test_sanity_section_plots_the_cascade(at, pages):
     _open(at, pages, ("gradcam",))
     at.selectbox(key="metrics.sanity.method").set_value("gradcam").run()
-    at.button(key="metrics.sanity.run").click().run()
+    at.button(key="work.start.metrics.sanity").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert len(at.get("plotly_chart")) == 2
     labels = [m.label for m in at.metric]

@@ -29,12 +29,22 @@ def test_pmi_page_shows_both_maps_and_the_look_inside(at, pages):
     assert len(at.get("plotly_chart")) == 2
 
 
-def test_pmi_page_reports_a_missing_sampler_as_an_error(at, pages):
+def test_pmi_page_offers_only_the_fitted_K_and_says_how_to_fit_another(at, pages):
+    from ui.widgets import fitted_K
+
     pages.open(at, "pages/pmi.py")
     pages.need(SAMPLER)
-    at.slider(key="pmi.K").set_value(5).run()
-    assert not at.exception
-    assert at.error and "fit --explainer patchsampler" in at.error[0].value
+    k = at.selectbox(key="pmi.K")
+    assert k.options == [f"{v} px" for v in fitted_K("patchsampler", "shapes")] and k.value == 8
+    assert "fit --explainer patchsampler --data shapes" in k.proto.help
+    assert any("fit --explainer patchsampler --data shapes --set K=" in c.value for c in at.caption)
+    at.selectbox(key="pmi.sampler").set_value("blur").run()  # a sampler that needs no fit: any K
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "16 px" in at.selectbox(key="pmi.K").options
+    at.selectbox(key="pmi.K").set_value(16).run()
+    at.selectbox(key="pmi.sampler").set_value("patchsampler").run()  # back: K returns to a fitted value
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="pmi.K").value in fitted_K("patchsampler", "shapes")
 
 
 def test_class_vs_class_page_shows_two_maps_and_their_difference(at, pages):
@@ -52,3 +62,16 @@ def test_class_vs_class_page_shows_two_maps_and_their_difference(at, pages):
     at.selectbox(key="cvc.b").set_value(a.value).run()
     assert not at.exception
     assert any("same class" in i.value for i in at.info)
+
+
+def test_class_vs_class_maps_and_difference_share_one_symmetric_scale(app, pages):
+    """The two PMI maps and their difference on one colour scale, symmetric about zero."""
+    at = app()
+    at.run()
+    two = [k for k, name in enumerate(at.sidebar.selectbox(key="sample").options) if " and " in name]
+    a = pages.open(app(sample=two[0]) if two else at, "pages/class_vs_class.py")
+    pages.need(SAMPLER)
+    assert not a.error, [e.value for e in a.error]
+    heat = [t for c in a.get("plotly_chart") for t in json.loads(c.proto.spec)["data"] if t["type"] == "heatmap"]
+    assert len(heat) == 3
+    assert len({(t["zmin"], t["zmax"]) for t in heat}) == 1 and heat[0]["zmin"] == -heat[0]["zmax"]

@@ -40,9 +40,26 @@ def stages(lam: np.ndarray, small: float) -> list[tuple[int, int]]:
     return out
 
 
+def reference_text(asked: str, used: dict) -> str:
+    """The reference in words: ``auto → blur`` when the automatic choice was made, else its name."""
+    kind = used.get("kind", asked)
+    return f"auto → {kind}" if asked == "auto" and kind != "auto" else kind
+
+
+def evidence_text(used: dict) -> str:
+    """Why ``auto`` chose what it chose: each candidate's class evidence (KL of the classifier's
+    prediction on it to uniform, nats; 0 = reads no class), or "" for a reference the user picked."""
+    scores = used.get("scores")
+    if not scores:
+        return ""
+    parts = " · ".join(f"{k} {v:.2f}" for k, v in scores.items())
+    return f" (class evidence, KL to uniform on {used.get('probes', 'probe images')}: {parts} nats)"
+
+
 def history_figure(extras: dict, resolved: dict, theta: float, label: str, height: int = 340) -> go.Figure:
     """Loss (left axis) and f(preserved), f(deleted) (right axis, probability) per iteration; the
-    iterations that used the small λ (f(preserved) ≤ θ, two-stage variants) are shaded."""
+    iterations that used the small λ (two-stage variants: f(preserved) ≤ ``theta``, the run's
+    threshold θ·f(x) in probability) are shaded."""
     loss = np.asarray(extras["loss"], dtype=np.float64)
     it = np.arange(1, len(loss) + 1)
     fig = go.Figure()
@@ -53,8 +70,8 @@ def history_figure(extras: dict, resolved: dict, theta: float, label: str, heigh
                              line=dict(color="#e45756")))
     if resolved.get("two_stage"):
         fig.add_hline(y=theta, yref="y2", line=dict(color="#54a24b", dash="dot", width=1),
-                      annotation_text=f"θ = {theta:g}", annotation_position="bottom right")
-        for a, b in stages(extras["lam"], resolved["lam_small"]):
+                      annotation_text=f"θ·f(x) = {theta:.3g}", annotation_position="bottom right")
+        for a, b in stages(extras["lam"], resolved["lam_small"]) if resolved["lam_small"] < resolved["lam"] else []:
             fig.add_vrect(x0=a + 0.5, x1=b + 0.5, fillcolor="#f2cf5b", opacity=0.25, line_width=0,
                           annotation_text="small λ" if b - a > 0.08 * len(loss) else "", annotation_position="top left")
     fig.update_layout(
@@ -74,7 +91,7 @@ def resolved_text(rs: dict, size: tuple[int, int], variant: str) -> str:
     h, w = size
     lam = f"λ = {rs['lam'] * h * w:.3g}/(H·W) = {rs['lam']:.3g}"
     if rs.get("two_stage"):
-        lam += f" (small λ = {rs['lam_small']:.3g} while f(preserved) ≤ θ)"
+        lam += f" (small λ = {rs['lam_small']:.3g} while f(preserved) ≤ θ·f(x))"
     pools = f"max-pool k₁ = {rs['k1']}, s₁ = {rs['s1']}, p₁ = {rs['p1']}"
     if variant == "dssr+":
         pools += f" · avg-pool k₂ = {rs['k2']}, s₂ = {rs['s2']}, p₂ = {rs['p2']} · m is {rs['mask_size'][0]}×{rs['mask_size'][1]}"

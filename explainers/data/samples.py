@@ -1,8 +1,10 @@
-"""Built-in sample images for the app's picker: a few test-split images of each built-in dataset.
+"""Built-in sample images for the app's picker: a few test-split images of each built-in dataset,
+and scikit-image's colour photographs (for the ImageNet classifiers).
 
 Ids are stable strings ``"<dataset>/<split>/<index>"`` (e.g. ``"shapes/test/3"``); the same
 image comes back for the same id as long as the generator version does not change.
-:func:`get_sample` also makes any other built-in image by such an id.
+:func:`get_sample` also makes any other built-in image by such an id. The photographs are
+``"photos/<name>"`` (``PHOTOS``: shipped inside scikit-image, so offline; no mask or box).
 """
 from __future__ import annotations
 
@@ -85,9 +87,34 @@ def _describe(name: str, split: str, index: int, item, classes) -> tuple[str, st
     return f"Digit {cls}", f"A handwritten {cls} from MNIST ({where})."
 
 
+# scikit-image's colour photographs (``skimage.data``, shipped with the package): name -> (title,
+# ImageNet class it shows, source and licence as scikit-image gives them)
+PHOTOS = {
+    "coffee": ("Coffee cup (photograph)", "espresso", "Rachel Michetti, CC0"),
+    "chelsea": ("Chelsea the cat (photograph)", "tabby cat", "Stefan van der Walt, CC0"),
+    "rocket": ("Rocket on the pad (photograph)", "space shuttle / missile", "NASA, public domain"),
+    "astronaut": ("Astronaut (photograph)", "person (not an ImageNet class)", "NASA, public domain"),
+}
+
+
+def make_photo(name: str) -> Sample:
+    """The sample for ``"photos/<name>"``: one of scikit-image's colour photographs (``PHOTOS``)."""
+    if name not in PHOTOS:
+        raise ExplainerError(f"unknown photograph {name!r}; known: {', '.join(PHOTOS)}")
+    import skimage.data
+
+    title, shows, source = PHOTOS[name]
+    image = Image.fromarray(np.asarray(getattr(skimage.data, name)(), dtype=np.uint8), "RGB")
+    w, h = image.size
+    note = f"scikit-image's '{name}' photograph ({w}×{h}; {source}); it shows {shows}."
+    return Sample(id=f"photos/{name}", title=title, image=image, dataset="photos", label=None, note=note)
+
+
 def make_sample(sample_id: str) -> Sample:
-    """The sample for an id ``"<dataset>/<split>/<index>"`` of a built-in dataset."""
+    """The sample for an id ``"<dataset>/<split>/<index>"`` of a built-in dataset, or ``"photos/<name>"``."""
     parts = str(sample_id).split("/")
+    if len(parts) == 2 and parts[0] == "photos":
+        return make_photo(parts[1])
     if len(parts) != 3 or not parts[2].isdigit():
         raise ExplainerError(f"unknown sample {sample_id!r} (ids look like 'shapes/test/3')")
     name, split, index = parts[0], parts[1], int(parts[2])
@@ -143,6 +170,11 @@ def _samples() -> tuple[Sample, ...]:
     return tuple(make_sample(i) for i in sample_ids())
 
 
+@functools.lru_cache(maxsize=1)
+def _photos() -> tuple[Sample, ...]:
+    return tuple(make_photo(name) for name in PHOTOS)
+
+
 def _copy(s: Sample) -> Sample:
     return replace(
         s, image=s.image.copy(), mask=None if s.mask is None else s.mask.copy(),
@@ -150,14 +182,15 @@ def _copy(s: Sample) -> Sample:
     )
 
 
-def samples() -> list[Sample]:
-    """The built-in samples (fresh copies: callers may modify them)."""
-    return [_copy(s) for s in _samples()]
+def samples(photos: bool = False) -> list[Sample]:
+    """The built-in samples (fresh copies: callers may modify them); with ``photos``, scikit-image's
+    colour photographs after them (the app's picker offers both)."""
+    return [_copy(s) for s in _samples() + (_photos() if photos else ())]
 
 
 def get_sample(sample_id: str) -> Sample:
     """A built-in sample by id, or any built-in image by ``"<dataset>/<split>/<index>"``."""
-    for s in _samples():
+    for s in _samples() + (_photos() if str(sample_id).startswith("photos/") else ()):
         if s.id == sample_id:
             return _copy(s)
     return make_sample(sample_id)

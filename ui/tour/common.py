@@ -38,8 +38,12 @@ def seen(model_id: str, device: str, png: bytes) -> np.ndarray:
 
 
 def run(model_id: str, device: str, png: bytes, method: str, params: dict, target: Optional[int] = None, label: str = "") -> Explanation:
-    """One cached engine call with its own progress bar (removed when done)."""
-    return page.explain(model_id, device, png, method, params, target, label)
+    """One cached engine call under the long-work rule (``ui.work``: progress, Stop); the step stops
+    where a run waits for a click or was stopped (the built-in steps take seconds)."""
+    res = page.explain(model_id, device, png, method, params, target, label)
+    if res is None:
+        st.stop()
+    return res
 
 
 def chart(fig: go.Figure, key: str) -> None:
@@ -48,7 +52,8 @@ def chart(fig: go.Figure, key: str) -> None:
 
 def map_of(res: Explanation, name: str, image: Optional[np.ndarray], title: str, height: int = 260) -> go.Figure:
     spec = METHODS[res.meta["method"]]
-    return plots.map_figure(image, res.maps[name], spec.maps[name], spec.units[name], title, height=height)
+    unit = {**spec.units, **(res.meta.get("units") or {})}[name]  # as the result states it (one name per unit)
+    return plots.map_figure(image, res.maps[name], spec.maps[name], unit, title, height=height)
 
 
 def label_of(model_id: str, device: str, cls: int) -> str:
