@@ -1,5 +1,8 @@
-"""Class vs class: the PMI maps of two classes side by side and their difference (Fig. 5, 20)."""
+"""Class vs class: the PMI maps of two classes side by side and their difference (Fig. 5, 20), and the
+distribution controller's masks for the same two classes."""
+import numpy as np
 import streamlit as st
+from scipy.stats import spearmanr
 
 from explainers.methods.pmi import pmi_map
 from ui import page
@@ -33,4 +36,18 @@ m = res.meta
 st.caption(
     f"{m['patches']} patches × {m['N_effective']} in-fills · sampler **{m['sampler']}** · {m['seconds']:.2f} s"
     + (" · from the cache" if m.get("cached") else "")
+)
+
+# The distribution controller's masks for the same two classes (paper 003; its generator is trained on
+# the top-3 classes, so its masks can differ by class). Two runs, one per class, each cached on its own.
+st.subheader("Distribution controller · the same two classes")
+ra = page.explain_or_stop(pc, "dcontrol", {}, a, f"Controller mask · {la}", slot="cvc.dc.a")
+rb = page.explain_or_stop(pc, "dcontrol", {}, b, f"Controller mask · {lb}", slot="cvc.dc.b")
+ma, mb = ra.maps["mask"], rb.maps["mask"]
+page.show_maps(seen, [(ma, "mask", "relevance", f"Controller · A = {la}"), (mb, "mask", "relevance", f"Controller · B = {lb}"),
+                      (ma - mb, "signed", "relevance difference", f"A − B · {la} vs {lb}")], keys="cvc.dc.")
+rho = float(spearmanr(np.ravel(ma), np.ravel(mb)).statistic) if np.ptp(ma) and np.ptp(mb) else float("nan")
+st.caption(
+    f"Spearman ρ between the two masks: **{rho:.2f}** (1 = the same mask whatever the class asked about; "
+    f"{'fitted generator' if ra.meta.get('amortised') else 'per-image optimisation, no fitted generator for this model'})."
 )

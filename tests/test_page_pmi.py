@@ -57,7 +57,8 @@ def test_class_vs_class_page_shows_two_maps_and_their_difference(at, pages):
     assert not at.exception
     pages.need(SAMPLER)
     assert not at.error, [e.value for e in at.error]
-    assert len(at.get("plotly_chart")) == 3
+    assert len(at.get("plotly_chart")) == 6  # PMI A, B, A − B; controller A, B, A − B
+    assert any("Spearman ρ between the two masks" in c.value for c in at.caption)
     a = at.selectbox(key="cvc.a")
     at.selectbox(key="cvc.b").set_value(a.value).run()
     assert not at.exception
@@ -73,5 +74,8 @@ def test_class_vs_class_maps_and_difference_share_one_symmetric_scale(app, pages
     pages.need(SAMPLER)
     assert not a.error, [e.value for e in a.error]
     heat = [t for c in a.get("plotly_chart") for t in json.loads(c.proto.spec)["data"] if t["type"] == "heatmap"]
-    assert len(heat) == 3
-    assert len({(t["zmin"], t["zmax"]) for t in heat}) == 1 and heat[0]["zmin"] == -heat[0]["zmax"]
+    assert len(heat) == 6
+    pmi, dc = heat[:3], heat[3:]
+    assert len({(t["zmin"], t["zmax"]) for t in pmi}) == 1 and pmi[0]["zmin"] == -pmi[0]["zmax"]
+    assert dc[2]["zmin"] == -dc[2]["zmax"]  # the controller's difference: symmetric about zero
+    assert dc[0]["z"] != dc[1]["z"], "the controller's masks for A and B are the same"
