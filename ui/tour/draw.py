@@ -29,7 +29,8 @@ def draw_evidence(step: Step, device: str) -> None:
         common.chart(plots.map_figure(common.seen(m, device, png), pmi_map(res.extras, t), "signed", "bits", f"PMI · {lab}"), "tour.ev.pmi")
     with right:
         fr = st.select_slider("portion of the opposing evidence removed", list(REMOVAL_FRACTIONS), value=0.3,
-                              format_func=lambda f: f"{f:.0%}", key="tour.ev.fraction")
+                              format_func=lambda f: f"{f:.0%}", key="tour.ev.fraction",
+                              help="share of the pixels with negative PMI blurred, strongest first (default 30%)")
         i = list(REMOVAL_FRACTIONS).index(fr)
         st.image(plots.to_uint8(opp["images"][i]), width="stretch",
                  caption=f"{opp['pixels'][i]} of {int(opp['count'])} opposing pixels blurred · p({lab}) = {opp['probability'][i]:.1%}")

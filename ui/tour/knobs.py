@@ -38,8 +38,9 @@ def _knob_n(m: str, device: str, png: bytes, img: np.ndarray) -> None:
 
 def _knob_lambda(m: str, device: str, png: bytes, img: np.ndarray) -> None:
     c1, c2 = st.columns(2)
-    scale = c1.select_slider("λ, × the paper's 10/(H·W)", LAMBDA_STEPS, value=1.0, key="tour.dssr.lam", format_func=lambda v: f"{v:g}×")
-    two = c2.toggle("two-stage λ (small λ until f(preserved) > θ)", value=True, key="tour.dssr.two")
+    scale = c1.select_slider("λ, × the paper's 10/(H·W)", LAMBDA_STEPS, value=1.0, key="tour.dssr.lam", format_func=lambda v: f"{v:g}×",
+                        help="λ, the sparsity weight of DSSR+'s loss, as a multiple of the paper's 10/(H·W) (default 1×)")
+    two = c2.toggle("two-stage λ (λ × 0.1 while f(preserved) ≤ θ·f(x))", value=True, key="tour.dssr.two")
     h, w = cache.classifier(m, device).input_size
     params = {**DSSR, "lam": scale * 10.0 / (h * w), **({} if two else {"lam_small": 1.0})}
     res = common.run(m, device, png, "dssr", params, None, "DSSR+")
@@ -54,11 +55,12 @@ def _knob_lambda(m: str, device: str, png: bytes, img: np.ndarray) -> None:
         fig.add_trace(go.Scatter(x=it, y=lam / max(lam.max(), 1e-12), mode="lines", name="λ (÷ its maximum)", line=dict(color="grey", width=1)))
         common.chart(fig, "tour.dssr.trace")
     fin = res.meta["final"]
-    st.caption(f"preserved {fin['preserved']:.1%} · deleted {fin['deleted']:.1%} · mask mean {fin['mask_mean']:.2f} · {len(ex['lam'])} iterations, noise reference.")
+    st.caption(f"preserved {fin['preserved']:.1%} · deleted {fin['deleted']:.1%} · mask mean {fin['mask_mean']:.2f} · {len(ex['lam'])} iterations, reference {res.meta['reference']['kind']}.")
 
 
 def _knob_alpha(m: str, device: str, png: bytes, img: np.ndarray) -> None:
-    alpha = st.select_slider("α (prior correlation of neighbours)", ALPHAS, value=VarSalConfig().alpha, key="tour.varsal.alpha")
+    alpha = st.select_slider("α (prior correlation of neighbours)", ALPHAS, value=VarSalConfig().alpha, key="tour.varsal.alpha",
+                         help=f"α, the soft-TV prior's correlation of neighbouring pixels (default {VarSalConfig().alpha:g})")
     res = common.run(m, device, png, "varsal", {**VARSAL_PER_IMAGE, "alpha": alpha}, None, "VarSal, per image")
     left, right = st.columns(2)
     with left:
