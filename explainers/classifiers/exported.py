@@ -19,8 +19,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ExplainerError, one_line
-
-META_NAME = "explainers.json"
+from .meta import META_NAME, _parse_meta, sidecar_meta
 
 
 def is_exported(path: Path) -> bool:
@@ -66,8 +65,6 @@ def _plain(module: torch.nn.Module) -> torch.nn.Module:
 def load(path: Path) -> tuple[torch.nn.Module, dict]:
     """(network, metadata) of a ``torch.export`` file; the network's ``layers_hidden`` attribute is ""
     when its module tree was restored, else one line saying why it was not."""
-    from .user import _parse_meta, sidecar_meta
-
     extra = {META_NAME: ""}
     try:
         with warnings.catch_warnings():

@@ -78,6 +78,16 @@ def register(data: bytes, arch: str, name: str = "upload.safetensors") -> str:
     return model_id
 
 
+def keep(model_id: str, data: bytes, arch: str, name: str) -> None:
+    """Hold an upload registered before (the app's session keeps its bytes; this process may have
+    dropped them) without hashing it again."""
+    with _LOCK:
+        if model_id not in _STORE:
+            _STORE[model_id] = (data, arch, name)
+            while len(_STORE) > KEEP:
+                _STORE.popitem(last=False)
+
+
 def title(model_id: str) -> str:
     with _LOCK:
         got = _STORE.get(model_id)
