@@ -174,6 +174,15 @@ def _build(arch: Optional[str], state: dict[str, torch.Tensor], name: str) -> tu
     return net, n
 
 
+def _runs_alone(net: torch.nn.Module, size: tuple[int, int]) -> bool:
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, 3, *size))
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
 def _probe(net: torch.nn.Module, size: tuple[int, int], name: str, batch: int = 1) -> int:
     """Run ``batch`` blank images through a model: its class count, or a one-line reason."""
     try:
@@ -181,7 +190,7 @@ def _probe(net: torch.nn.Module, size: tuple[int, int], name: str, batch: int = 
             out = net(torch.zeros(batch, 3, *size))
     except Exception as e:  # noqa: BLE001 - TorchScript and torch.export raise their own error types
         msg = one_line(e, 100)
-        if batch > 1 and "shape[0]" in str(e):  # exported with a fixed batch of one
+        if batch > 1 and _runs_alone(net, size):  # exported with a fixed batch of one
             raise ExplainerError(f"{name}: exported for a batch of one; export with a dynamic batch, "
                                  "dynamic_shapes=({0: torch.export.Dim('batch')},)") from None
         raise ExplainerError(f"{name}: the model fails on a {batch}x3x{size[0]}x{size[1]} image ({msg}); "
