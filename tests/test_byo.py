@@ -320,3 +320,31 @@ def test_the_upload_size_cap(monkeypatch):
     monkeypatch.setenv(uploads.MAX_MB_ENV, "0.001")
     with pytest.raises(ExplainerError, match="over the upload limit"):
         uploads.register(_bytes({"w": torch.zeros(1000)}), "resnet18", "big.safetensors")
+
+
+# ------------------------------------------------------------------------------------ the app
+def test_the_app_lists_a_models_folder_network_and_marks_its_methods(app, pages, tmp_path, monkeypatch):
+    d = tmp_path / "models"
+    d.mkdir()
+    _write(d, "custom", GOOD, _state(_net()))
+    monkeypatch.setenv("EXPLAINERS_MODELS", str(d))
+    at = app(model_id="custom", **{"compare.methods": ["gradcam", "saliency", "mipin"]})
+    a = pages.open(at, "pages/compare.py")
+    assert not a.exception and not a.error, [e.value for e in a.error]
+    assert a.session_state["ctx"].model_id == "custom"  # listed and loaded like the built-in ones
+    assert len(a.get("plotly_chart")) == 2  # Grad-CAM and saliency drew their maps
+    picker = a.multiselect(key="compare.methods")
+    assert picker.format_func("mipin") == "mipin — unavailable"  # marked before anything runs
+    assert any("mipin" in w.value and "cannot run" not in w.value for w in a.warning)  # its cell says why, not an error
+    text = " ".join(m.value for m in a.markdown)
+    assert "**mipin** unavailable" in text and "**gradcam** available" in text
+
+
+def test_a_lone_state_dict_in_the_models_folder_asks_for_its_code(tmp_path, monkeypatch):
+    monkeypatch.setenv("EXPLAINERS_MODELS", str(tmp_path))
+    monkeypatch.setenv("EXPLAINERS_HOME", str(tmp_path / "home"))
+    torch.save(_state(_net()), tmp_path / "lonely.pt")  # a zip, but not TorchScript
+    row = next(e for e in list_classifiers() if e.id == "lonely")
+    assert not row.available and "put lonely.py with build() beside it" in row.reason
+    with pytest.raises(ExplainerError, match="put lonely.py"):
+        load_classifier("lonely", device="cpu")

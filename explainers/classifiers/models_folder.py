@@ -21,7 +21,6 @@ import hashlib
 import importlib.util
 import os
 import sys
-import zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -42,11 +41,15 @@ def folders() -> list[Path]:
     return out + [fitted.home() / "models"]
 
 
-def _is_zip(path: Path) -> bool:
+def _kind(path: Path) -> str:
+    """A ``.pt`` without its ``.py``: TorchScript, a torch.export archive, or a lone state dict."""
+    from .exported import is_exported
+    from .user import _is_torchscript
+
     try:
-        return zipfile.is_zipfile(path)
+        return "torchscript" if _is_torchscript(path) else "export" if is_exported(path) else "orphan"
     except OSError:
-        return False
+        return "orphan"
 
 
 def _scan() -> dict[str, dict]:
@@ -67,7 +70,7 @@ def _scan() -> dict[str, dict]:
             elif name not in stems and p.suffix == ".pt2":
                 found[name] = {"kind": "export", "file": p}
             elif name not in stems and p.suffix in (".pt", ".pth", ".ts", ".torchscript"):
-                found[name] = {"kind": "torchscript" if _is_zip(p) else "orphan", "file": p}
+                found[name] = {"kind": _kind(p), "file": p}
     return found
 
 
