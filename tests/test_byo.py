@@ -348,3 +348,40 @@ def test_a_lone_state_dict_in_the_models_folder_asks_for_its_code(tmp_path, monk
     assert not row.available and "put lonely.py with build() beside it" in row.reason
     with pytest.raises(ExplainerError, match="put lonely.py"):
         load_classifier("lonely", device="cpu")
+
+
+class _Upload:
+    """What ``st.file_uploader`` returns for a file (AppTest cannot drive the real widget)."""
+
+    def __init__(self, data: bytes, name: str):
+        self.data, self.name, self.file_id = data, name, f"id-{len(data)}-{name}"
+
+    def getvalue(self) -> bytes:
+        return self.data
+
+
+@pytest.mark.parametrize("good", [True, False])
+def test_the_sidebar_takes_an_uploaded_checkpoint_for_this_session(app, pages, tmp_path, monkeypatch, good):
+    import streamlit as st
+
+    d = tmp_path / "models"
+    d.mkdir()
+    _write(d, "custom", GOOD, _state(_net()))
+    monkeypatch.setenv("EXPLAINERS_MODELS", str(d))
+    data = _bytes(_state(_net(3))) if good else b"\x80\x04" + b"\0" * 64
+    real = st.file_uploader
+
+    def fake(label, *args, key=None, **kwargs):
+        return _Upload(data, "mine.safetensors") if key == "sidebar.upload_weights" else real(label, *args, key=key, **kwargs)
+
+    monkeypatch.setattr(st, "file_uploader", fake)
+    a = app(**{"sidebar.upload_arch": "custom"}).run()
+    assert not a.exception
+    ctx = a.session_state["ctx"]
+    if good:
+        assert ctx.model_id.startswith("upload-custom-") and not a.sidebar.error
+        assert list(a.session_state["sidebar.uploads"]) == [ctx.model_id]  # held by this session only
+    else:
+        assert not ctx.model_id.startswith("upload-")
+        errors = [e.value for e in a.sidebar.error]
+        assert len(errors) == 1 and "only safetensors weights can be uploaded, this is a pickle" in errors[0]
