@@ -1,4 +1,6 @@
-"""The command line: ``python -m explainers {models,predict,explain,fit,evaluate,cache} ...``.
+"""The command line: ``python -m explainers {models,methods,predict,explain,fit,evaluate,cache} ...``.
+
+``--models DIR`` (on every command that takes ``--model``, and on ``models``) adds a models folder.
 
 Exit code 0 on success; 2 with one line on stderr for bad input (an ``ExplainerError``, a bad
 argument); never a traceback for the user's mistakes.
@@ -31,10 +33,42 @@ def _parse_sets(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def _use_models(args) -> None:
+    """``--models DIR``: that folder's networks first (``$EXPLAINERS_MODELS``, read by ``classifiers.models_folder``)."""
+    import os
+
+    from .classifiers.models_folder import ENV
+
+    folder = getattr(args, "models", None)
+    if folder:
+        path = Path(folder).expanduser()
+        if not path.is_dir():
+            raise ExplainerError(f"--models {folder}: no such folder")
+        os.environ[ENV] = os.pathsep.join(p for p in (str(path), os.environ.get(ENV, "")) if p)
+
+
 def _load(args):
     from .classifiers import load_classifier
 
     return load_classifier(args.model, device=args.device, arch=getattr(args, "arch", None))
+
+
+def cmd_methods(args) -> int:
+    from .availability import method_status
+    from .cost import forwards_per_second
+
+    clf = _load(args)
+    rows = method_status(clf, rates=forwards_per_second(clf))
+    if args.json:
+        from .availability import as_dicts
+
+        print(json.dumps({"model": clf.id, "methods": as_dicts(rows)}, indent=2))
+        return 0
+    width = max(len(r.method) for r in rows)
+    for r in rows:
+        when = f" (about {r.seconds:.1f} s here)" if r.available and r.seconds is not None else ""
+        print(f"{r.method:<{width}}  {r.line()}{when}")
+    return 0
 
 
 def cmd_models(args) -> int:
@@ -172,11 +206,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model", required=required, help="classifier id (see `models`) or a checkpoint path")
         p.add_argument("--arch", default=None, help="torchvision architecture for a state-dict checkpoint")
         p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+        p.add_argument("--models", default=None, metavar="DIR",
+                       help="a models folder (NAME.py with build() beside NAME.safetensors, NAME.pt2, ...); "
+                            "its networks are ids by file stem")
 
     p = sub.add_parser("models", help="list the classifiers and whether they are available")
     p.add_argument("--json", action="store_true")
     p.add_argument("--download", metavar="ID", help="download a torchvision model's weights (needs internet)")
+    p.add_argument("--models", default=None, metavar="DIR", help="also list the networks of this models folder")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("methods", help="which methods a classifier can run, why not, and which fits it lacks")
+    model_args(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_methods)
 
     p = sub.add_parser("predict", help="top-k classes for an image")
     model_args(p)
@@ -229,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        _use_models(args)
         return int(args.func(args) or 0)
     except ExplainerError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -247,6 +247,21 @@ def _one_gradient(clf: Classifier, cfg) -> Cost:
     return Cost(passes=1, detail="one gradient")
 
 
+def _gradcam(clf: Classifier, cfg) -> Cost:
+    # one gradient at the layer that ``gradcam_layer`` picks; a network whose layers cannot be
+    # hooked (TorchScript, a flat exported graph) or that has no spatial layer cannot run it
+    from .methods.baselines import private_copy
+    from .methods.layers import hidden, last_spatial
+
+    try:
+        # the private copy Grad-CAM itself hooks (the dry forward's hooks never touch the shared network),
+        # so its run finds the layer remembered
+        last_spatial(clf.net if hidden(clf.net) else private_copy(clf.net), tuple(clf.input_size))
+    except ExplainerError as e:
+        return Cost(blocked=f"gradcam: {one_line(e, 600)}")
+    return Cost(passes=1, detail="one gradient")
+
+
 _ESTIMATES = {
     "pmi-ig": _pmi,
     "dssr": _dssr,
@@ -256,7 +271,7 @@ _ESTIMATES = {
     "occlusion": _occlusion,
     "integrated-gradients": _integrated_gradients,
     "rise": _rise,
-    "gradcam": _one_gradient,
+    "gradcam": _gradcam,
     "saliency": _one_gradient,
 }
 

@@ -9,10 +9,18 @@ st.title("Side by side")
 pc = page.prologue()
 
 methods = grid.available_methods()
+marks = grid.method_marks(pc, methods)  # told before anything runs: unavailable methods and missing fits
+runnable = [m for m in methods if marks[m].available]
 head = st.columns([1, 3])
 with head[0]:
     target = widgets.target_picker(pc.top)
-    chosen = st.multiselect("Methods", methods, **widgets.kept("compare.methods", methods, lambda v: set(v) <= set(methods)))
+    chosen = st.multiselect("Methods", methods, format_func=lambda m: grid.mark(m, marks),
+                            help="a method marked unavailable cannot run on this classifier, one marked 'no fit' "
+                                 "runs a slower per-image optimisation; the list below says why and what fixes it",
+                            **widgets.kept("compare.methods", runnable, lambda v: set(v) <= set(methods)))
+with st.expander(f"Methods for {pc.model_id}: {len(runnable)} of {len(methods)} available"
+                 + (f", {sum(bool(marks[m].fit) for m in runnable)} without their fit" if any(marks[m].fit for m in runnable) else "")):
+    grid.explain_marks(marks, pc.model_id)
 with head[1]:
     params = grid.knob_values(chosen, pc.clf)
 with st.expander("More settings, per method"):

@@ -38,12 +38,16 @@ def _classifier(model_id: str, device: str, stamp: tuple) -> explainers.Classifi
 
 def _source_stamp(model_id: str) -> tuple:
     """(mtime, size) of the files a classifier loads from: a rewritten checkpoint is loaded again."""
-    from explainers.classifiers import EMBEDDED, torchvision_zoo
+    from explainers.classifiers import EMBEDDED, models_folder, torchvision_zoo, uploads
 
     if model_id in EMBEDDED:
         paths = [EMBEDDED[model_id].weights, EMBEDDED[model_id].card]
     elif torchvision_zoo.is_known(model_id):
         paths = [torchvision_zoo.weight_file(model_id)]
+    elif uploads.is_upload(model_id):
+        return ()  # the id holds the digest of the uploaded bytes
+    elif models_folder.is_known(model_id):
+        paths = models_folder.files(model_id)  # the code, the weights and the sidecar metadata
     else:
         paths = [Path(model_id).expanduser()]
     out = []
@@ -56,9 +60,27 @@ def _source_stamp(model_id: str) -> tuple:
     return tuple(out)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
 def classifier_entries() -> list[dict]:
+    """``list_classifiers()`` as dicts, listed again when a models folder changes."""
+    return _classifier_entries(_models_stamp())
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _classifier_entries(stamp: tuple) -> list[dict]:
     return [e.as_dict() for e in explainers.list_classifiers()]
+
+
+def _models_stamp() -> tuple:
+    """The models folders' files with their (mtime, size): a file added, removed or rewritten lists again."""
+    from explainers.classifiers import models_folder
+
+    out = []
+    for d in models_folder.folders():
+        try:
+            out.extend((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(d.iterdir()) if p.is_file())
+        except OSError:
+            continue
+    return tuple(out)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

@@ -63,6 +63,37 @@ def available_methods() -> list[str]:
     return [m for m in ORDER if m in METHODS] + sorted(m for m in METHODS if m not in ORDER)
 
 
+def method_marks(pc: page.PageContext, methods: list[str]) -> dict:
+    """Each method's status for the page's classifier (``explainers.availability``): whether it can
+    run, why not and the fix, and which fit it lacks (with the command and its estimated time)."""
+    from explainers.availability import method_status
+
+    rates = cache.rates(pc.model_id, pc.device)
+    return {s.method: s for s in method_status(pc.clf, methods, rates)}
+
+
+def mark(method: str, marks: dict) -> str:
+    """A method's name in the picker: marked when it cannot run, or runs without a fit it could have."""
+    s = marks.get(method)
+    if s is None:
+        return method
+    return f"{method} — unavailable" if not s.available else f"{method} (no fit: slower)" if s.fit else method
+
+
+def explain_marks(marks: dict, model_id: str) -> None:
+    """One line per method: available or not with the reason and the fix, and the fits it lacks."""
+    rows = []
+    for s in marks.values():
+        if not s.available:
+            fix = f" **Fix:** {s.fix}" if s.fix and s.fix not in s.reason else ""
+            rows.append(f"- :material/block: **{s.method}** unavailable: {s.reason}{fix}")
+        elif s.fit:
+            rows.append(f"- :material/schedule: **{s.method}** runs without a fit: {s.fit}")
+        else:
+            rows.append(f"- :material/check: **{s.method}** available")
+    st.markdown(f"For **{model_id}**, at each method's default settings:\n" + "\n".join(rows))
+
+
 def _k_select(clf, where) -> int:
     """PMI's K as a select box of the values the chosen sampler is fitted for (any K for the others)."""
     data = sampler_key(clf)

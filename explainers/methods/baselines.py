@@ -119,20 +119,18 @@ def private_copy(net: nn.Module) -> nn.Module:
 
 
 def gradcam_layer(net: nn.Module) -> nn.Module:
-    """The layer Grad-CAM reads: the end of ``net.features`` when the net has one (embedded models,
-    VGG, DenseNet, MobileNet), ResNet's ``layer4``, GoogLeNet's ``inception5b``; else the last conv."""
-    for name in ("layer4", "inception5b"):
-        if hasattr(net, name):
-            return getattr(net, name)
-    feats = getattr(net, "features", None)
-    if feats is None and isinstance(net, nn.Sequential) and len(net) and isinstance(net[0], nn.Sequential):
-        feats = net[0]  # embedded nn.Sequential(features, classifier)
-    if isinstance(feats, nn.Module):
-        return feats
-    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
-    if not convs:
-        raise ExplainerError("gradcam: the network has no convolutional layer")
-    return convs[-1]
+    """The layer Grad-CAM reads: the last module whose output is a 4-D activation larger than 1×1,
+    i.e. the end of the convolutional part before global pooling, found by what the modules output
+    in a dry forward (``methods.layers.last_spatial``), not by their class — so ``Conv2d``
+    subclasses, blocks and unflattened ``torch.export`` modules qualify. On the zoo's networks this
+    is ``features`` (embedded, VGG's pooled features, DenseNet, MobileNet), ResNet's ``layer4`` and
+    GoogLeNet's ``inception5b``, as before."""
+    from .layers import last_spatial
+
+    try:
+        return last_spatial(net)[1]
+    except ExplainerError as e:
+        raise ExplainerError(f"gradcam: {e}") from None
 
 
 @dataclass(frozen=True)
