@@ -118,7 +118,7 @@ def private_copy(net: nn.Module) -> nn.Module:
         return _PRIVATE[net]
 
 
-def gradcam_layer(net: nn.Module) -> nn.Module:
+def gradcam_layer(net: nn.Module, input_size: Optional[tuple[int, int]] = None) -> nn.Module:
     """The layer Grad-CAM reads: the last module whose output is a 4-D activation larger than 1×1,
     i.e. the end of the convolutional part before global pooling, found by what the modules output
     in a dry forward (``methods.layers.last_spatial``), not by their class — so ``Conv2d``
@@ -128,7 +128,7 @@ def gradcam_layer(net: nn.Module) -> nn.Module:
     from .layers import last_spatial
 
     try:
-        return last_spatial(net)[1]
+        return last_spatial(net, input_size)[1]
     except ExplainerError as e:
         raise ExplainerError(f"gradcam: {e}") from None
 
@@ -145,7 +145,7 @@ def run_gradcam(clf, x01, target, cfg: GradCAMConfig, progress=None) -> MethodOu
 
     net = private_copy(clf.net)
     with _PRIVATE_LOCK:  # one Grad-CAM at a time per process: the copy's hooks are not re-entrant
-        cam = LayerGradCam(PixelModel(clf, net), gradcam_layer(net))
+        cam = LayerGradCam(PixelModel(clf, net), gradcam_layer(net, tuple(clf.input_size)))
         attr = cam.attribute(x01, target=target, relu_attributions=cfg.relu)
     up = LayerAttribution.interpolate(attr.detach(), tuple(clf.input_size), interpolate_mode="bilinear")
     return MethodOutput({"gradcam": up[0, 0]})
