@@ -192,8 +192,13 @@ def header(clf, dataset, method: str, metrics: list[str], params: dict, map_name
         "method": method, "map": map_name, "params": {k: params[k] for k in sorted(params)}, "metrics": metrics,
         "target": target, "seed": seed,
     }
-    if any(m.startswith("sanity") for m in metrics):  # rows of an older sanity figure are not mixed in
+    if any(m.startswith("sanity") for m in metrics):  # rows of an older figure or other fits are not mixed in
+        from .sanity import NETWORK_FITS, needs_network_fit
+
         h["sanity"] = SANITY_VERSION
+        if needs_network_fit(method, params):
+            f = NETWORK_FITS[method]
+            h["sanity_fit"] = {"samples": f.samples, **{k: f.short[k] for k in sorted(f.short)}}
     return h
 
 

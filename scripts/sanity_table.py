@@ -16,6 +16,8 @@ metrics, in resumable JSON-lines files under ``--out`` (``scripts/evaluate_table
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -28,7 +30,7 @@ from explainers import load_classifier  # noqa: E402
 from explainers.data import load_dataset  # noqa: E402
 from explainers.errors import ExplainerError  # noqa: E402
 from explainers.evaluation import evaluate, summarise  # noqa: E402
-from explainers.sanity import SameWay  # noqa: E402
+from explainers.sanity import NETWORK_FITS, SameWay  # noqa: E402
 
 # (row, method, params): the fast settings of scripts/evaluate_table.py (FAST), so the files are shared
 ROWS = [
@@ -63,7 +65,16 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default=None, help="methods to include (default: every row)")
     ap.add_argument("--out", default="runs/table")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--fit-set", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                    help="change a sanity fit's size, e.g. varsal.steps=300 or mipin.samples=500 (recorded in the "
+                         "results files' headers, so other sizes are never mixed in)")
     args = ap.parse_args(argv)
+    for item in args.fit_set:
+        key, value = item.split("=", 1)
+        method, opt = key.split(".", 1)
+        spec = NETWORK_FITS[method]
+        NETWORK_FITS[method] = (dataclasses.replace(spec, samples=int(value)) if opt == "samples"
+                                else dataclasses.replace(spec, short={**spec.short, opt: json.loads(value)}))
     if "OMP_NUM_THREADS" in __import__("os").environ:
         torch.set_num_threads(int(__import__("os").environ["OMP_NUM_THREADS"]))
 
@@ -76,6 +87,7 @@ def main(argv=None) -> int:
             continue
         t0 = time.perf_counter()
         tag = "" if row == m or row.endswith("refit") else "_perimage"
+        tag += "".join(f"_{s.replace('=', '')}" for s in args.fit_set if s.startswith(m + "."))
         try:
             with SameWay(m, params) as way:
                 how, ref_how = way.how, way.reference_how

@@ -81,6 +81,12 @@ def test_the_evaluation_reports_the_reference_beside_the_sanity_figure(tiny_cnn,
     rows = evaluate(clf, ds, "rise", ["sanity", "sanity-reference"], out, {"masks": 32})
     assert len(rows) == 2 and all(-1 <= r["sanity"] <= 1 and -1 <= r["sanity-reference"] < 1 for r in rows)
     assert read_results(out)[0]["sanity"] == 2  # files of the old figure are refused, not mixed in
+    from explainers.evaluation import header
+
+    h = lambda m, p: header(clf, ds, m, ["sanity"], p, "x", "label", 0)  # noqa: E731
+    assert h("mipin", {})["sanity_fit"] == {"samples": 2000, "holdout": 0}  # fits of another size are not mixed in
+    assert h("varsal", {})["sanity_fit"]["steps"] == 100 and "sanity_fit" not in h("varsal", {"mode": "per-image"})
+    assert "sanity_fit" not in h("rise", {})
 
 
 @pytest.mark.parametrize("method, per_image", [("varsal", {"mode": "per-image", "steps": 3, "n_mc": 2}),
