@@ -16,6 +16,7 @@ generator (initialisation, order and draws). Fits live in a private temporary di
 """
 from __future__ import annotations
 
+import json
 import shlex
 import tempfile
 from dataclasses import dataclass, field
@@ -79,7 +80,7 @@ NETWORK_FITS: dict[str, NetworkFit] = {
                            carried=("transformer", "eta", "h", "p_blur", "blur_sigma", "noise_std"),
                            applies=_dcontrol_on, what="the controller's generator (short fit)", by_name=True),
 }
-FIT_SAMPLES = NETWORK_FITS["mipin"].samples  # kept for callers of the old single-method table
+FIT_SAMPLES = NETWORK_FITS["mipin"].samples  # MIP-IN's images per fit (the name callers used before the table)
 
 
 def needs_network_fit(method: str, params: Optional[dict] = None) -> bool:
@@ -99,8 +100,6 @@ def committed_options(method: str, clf_id: str) -> dict:
         return {}
     for p in fitted.candidates(clf_id, names[method]):
         try:
-            import json
-
             words = shlex.split(json.loads(Path(p).read_text()).get("command") or "")
         except (OSError, ValueError):
             continue
