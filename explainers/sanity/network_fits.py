@@ -71,11 +71,11 @@ NETWORK_FITS: dict[str, NetworkFit] = {
     # disjoint images then agree at rho >= 0.8 (measured: README, issue 18); no held-out R2 (not needed here)
     "mipin": NetworkFit("mipin", "fit", 2000, {"holdout": 0}, per_class=True, reference="disjoint",
                         what="MIP-IN's inverse (closed form, Algorithm 1)"),
-    # short fits: ~100 steps of 32 images (the committed encoders took 650), about 50 s on one CPU thread
+    # short fits: ~100 steps of 32 images (shapes-resnet's committed encoder: 650), about 50 s on one CPU thread
     "varsal": NetworkFit("varsal", "encoder", 2000, {"steps": 100, "eval_every": 50, "checkpoint_every": 1000, "val_size": 64},
                          carried=("alpha", "beta", "baseline", "k_min", "k_max", "topk_eps", "sinkhorn_iters", "blur_sigma", "noise_std"),
                          applies=_varsal_on, what="VarSal's encoder (short fit)", by_name=True, pixels=False),
-    # short fits: one epoch over 1,000 images after 100 filter steps (the committed ones: 6 epochs of 6,000), ~15 s
+    # short fits: one epoch over 1,000 images after 100 filter steps (shapes-resnet's committed one: 6 epochs of 6,000), ~15 s
     "dcontrol": NetworkFit("dcontrol", "fit", 1000, {"epochs": 1, "filter_steps": 100, "val_size": 64, "checkpoint_every": 10_000},
                            carried=("transformer", "eta", "h", "p_blur", "blur_sigma", "noise_std"),
                            applies=_dcontrol_on, what="the controller's generator (short fit)", by_name=True),
