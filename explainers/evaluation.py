@@ -86,26 +86,20 @@ def _target_for(clf, dataset, item, target: str) -> Optional[int]:
         return None
 
 
-def _sanity_spearman(clf, x, s, t, item, ctx: Context) -> float:
-    from .sanity import NetworkFits, fully_randomised, needs_network_fit, similarity
+def _sanity(clf, x, s, t, ctx: Context) -> dict:
+    """The map against the fully randomised network's and against a second run on the unchanged
+    network, both made the same way as the map (``explainers.sanity.FullRandomisation``: a fitted
+    part in use is refitted on each network), computed once per image for both metrics."""
+    from .sanity import FullRandomisation
 
-    key = ("randomised", clf.id, ctx.seed)
+    key = ("sanity", clf.id, ctx.method, ctx.seed)
     if key not in ctx.cache:
+        for v in ctx.cache.values():
+            if hasattr(v, "close"):
+                v.close()
         ctx.cache.clear()  # one classifier per run
-        ctx.cache[key] = fully_randomised(clf, ctx.seed)
-    rclf, params = ctx.cache[key], dict(ctx.params)
-    if needs_network_fit(ctx.method):
-        # MIP-IN has no per-image mode: a fit per network, the original's made the same way (the
-        # same images and seed, target class only), so only the weights differ (see explainers.sanity)
-        fkey = ("fits", clf.id, ctx.seed)
-        if fkey not in ctx.cache:
-            ctx.cache[fkey] = NetworkFits(ctx.method, seed=ctx.seed)
-        fits = ctx.cache[fkey]
-        params.pop("fit", None)
-        s = explain(clf, x[0].cpu(), ctx.method, target=t, **params, **fits.params(clf, t)).maps[ctx.map_name]
-        params.update(fits.params(rclf, t))
-    r = explain(rclf, x[0].cpu(), ctx.method, target=t, **params).maps[ctx.map_name]
-    return similarity(s, r)["spearman"]
+        ctx.cache[key] = FullRandomisation(clf, ctx.method, ctx.map_name, ctx.params, ctx.seed)
+    return ctx.cache[key].compare(x[0], t, s)
 
 
 def _label_spearman(clf, x, s, t, item, ctx: Context) -> float:
@@ -132,8 +126,11 @@ METRICS: dict[str, Metric] = {
                help="top-n pixels inside the object of n pixels (paper 004, Sec. 6.3)"),
         Metric("kl", lambda clf, x, s, t, it, c: M.kl_auc(clf, x, s), lower_is_better=True,
                help="mean KL when the least-salient 10…90% are zeroed (paper 002, Sec. 4.4)"),
-        Metric("sanity", _sanity_spearman, lower_is_better=True,
-               help="Spearman of the map vs the map of the fully randomised model (Adebayo et al.)"),
+        Metric("sanity", lambda clf, x, s, t, it, c: _sanity(clf, x, s, t, c)["spearman"], lower_is_better=True,
+               help="Spearman of the map vs the map of the fully randomised model, made the same way (Adebayo et al.)"),
+        Metric("sanity-reference", lambda clf, x, s, t, it, c: _sanity(clf, x, s, t, c)["reference"],
+               help="Spearman of the map vs a second run on the unchanged model made the same way (another seed or "
+                    "fit): the method's own noise, to read the sanity figure against"),
         Metric("label-sensitivity", _label_spearman, lower_is_better=True,
                help="Spearman of the map vs the map for the runner-up class"),
     ]
@@ -186,12 +183,23 @@ def evaluate_item(clf, item, index: int, method: str, metrics: list[str], params
     return row
 
 
+SANITY_VERSION = 2  # 2: maps made the same way on both networks (refits), with the reference (issue 19)
+
+
 def header(clf, dataset, method: str, metrics: list[str], params: dict, map_name: str, target: str, seed: int) -> dict:
-    return {
+    h = {
         "format": FORMAT, "model": clf.id, "data": getattr(dataset, "name", "?"), "split": getattr(dataset, "split", "?"),
         "method": method, "map": map_name, "params": {k: params[k] for k in sorted(params)}, "metrics": metrics,
         "target": target, "seed": seed,
     }
+    if any(m.startswith("sanity") for m in metrics):  # rows of an older figure or other fits are not mixed in
+        from .sanity import NETWORK_FITS, needs_network_fit
+
+        h["sanity"] = SANITY_VERSION
+        if needs_network_fit(method, params):
+            f = NETWORK_FITS[method]
+            h["sanity_fit"] = {"samples": f.samples, **{k: f.short[k] for k in sorted(f.short)}}
+    return h
 
 
 def read_results(path: Path) -> tuple[Optional[dict], dict[int, dict]]:

@@ -6,7 +6,7 @@ import streamlit as st
 from explainers.core import METHODS
 from explainers.errors import ExplainerError
 from explainers.evaluation import METRICS
-from ui import cache, grid, page, plots_metrics, widgets, work
+from ui import cache, grid, page, plots_metrics, sanity_check, widgets, work
 
 st.title("Faithfulness · how far to trust each map")
 st.caption(
@@ -84,24 +84,41 @@ st.header("Sanity check")
 st.caption(
     "Adebayo et al.'s parameter randomisation, as in the PMI paper's Fig. 24 and VarSal's Fig. 4: the classifier's layers "
     "are re-initialised one more at a time from the top down (on a copy), and each map is compared with the original by "
-    "Spearman rank correlation and SSIM. A method that explains the model falls towards 0; one that stays near 1 only "
-    "redraws the image. Label sensitivity: the map for the runner-up class against this one."
+    "Spearman rank correlation and SSIM. Every network's map is made the same way as the original's. Beside it, the "
+    "reference: the original map against a second run on the unchanged network made the same way (another seed, or "
+    "another fit) — the method's own noise. A map follows the weights only where the randomised correlation falls "
+    "clearly below the reference. Label sensitivity: the map for the runner-up class against this one."
 )
+st.caption(sanity_check.AMORTISED_NOTE)
 s1, s2 = st.columns([1, 3])
 s_method = s1.selectbox("Method", options, **widgets.kept("metrics.sanity.method", "gradcam" if "gradcam" in options else options[0],
                                                                 lambda v: v in options),
-                        help="amortised methods (VarSal, distribution controller) fall back to their per-image optimisation on "
-                             "the randomised copies, which takes a while; MIP-IN is fitted on each network (300 images, a few seconds)")
+                        help="every network's map is made the same way: MIP-IN and the amortised methods are refitted on "
+                             "each network (MIP-IN on 2,000 images: seconds a network; VarSal's short fit about a minute a "
+                             "network on a CPU), or VarSal and the controller run per image on each")
+s_how = "refit"
+if sanity_check.is_amortised(s_method):
+    s_how = s1.radio("Amortised maps", list(sanity_check.HOW), format_func=sanity_check.HOW.get,
+                     **widgets.kept("metrics.sanity.how", "refit", lambda v: v in sanity_check.HOW),
+                     help="how the original and every randomised network's maps are made (the same way for all: "
+                          "never the committed fit on one side and a per-image map on the other)")
 with s1:
-    out = work.run("metrics.sanity", (pc.model_id, pc.device, cache.digest(pc.png), s_method, target), "Sanity check",
-                   lambda p: page.run_sanity(clf, cache.decode_image(pc.png), s_method, target, progress=p),
-                   lambda: page.sanity_seconds(pc, s_method), click=True)
+    out = work.run("metrics.sanity", (pc.model_id, pc.device, cache.digest(pc.png), s_method, s_how, target), "Sanity check",
+                   lambda p: sanity_check.run_sanity(clf, cache.decode_image(pc.png), s_method, target, s_how, progress=p),
+                   lambda: sanity_check.sanity_seconds(pc, s_method, s_how), click=True)
 if out.state == "failed":
     st.error(page.failure(out.error))
 elif out.ok:
     r, lab = out.result["result"], out.result["label"]
     page.chart(plots_metrics.sanity_figure(r), key="metrics.sanity.fig", where=s2)
-    s1.metric("Spearman, all layers random", f"{r.spearman[-1]:.2f}" if np.isfinite(r.spearman[-1]) else "n/a")
-    s1.metric(f"Spearman vs class {clf.labels[lab['other']]}", f"{lab['spearman']:.2f}" if np.isfinite(lab["spearman"]) else "n/a",
+
+    def num(v):
+        return f"{v:.2f}" if np.isfinite(v) else "n/a"
+
+    s1.metric("Spearman, all layers random", num(r.spearman[-1]))
+    s1.metric("Reference: same network, made the same way", num(r.reference_spearman),
+              help=f"the original map against {r.reference_how} (SSIM {num(r.reference_ssim)})")
+    s1.metric(f"Spearman vs class {clf.labels[lab['other']]}", num(lab["spearman"]),
               help=f"SSIM {lab['ssim']:.2f}, l2 distance {lab['l2']:.3g} (MIP-IN Sec. 6.4)")
-    s1.caption(f"{r.method} · {r.map_name} · class {clf.labels[r.target]} · seed {r.seed}")
+    s1.caption(f"{r.method} · {r.map_name} · class {clf.labels[r.target]} · seed {r.seed}. How: {r.how}; "
+               f"reference: {r.reference_how}.")

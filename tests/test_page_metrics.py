@@ -84,6 +84,23 @@ def test_sanity_section_plots_the_cascade(at, pages):
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert len(at.get("plotly_chart")) == 2
     labels = [m.label for m in at.metric]
-    assert "Spearman, all layers random" in labels
+    assert "Spearman, all layers random" in labels and "Reference: same network, made the same way" in labels
     v = float(at.metric[0].value)
     assert -1 <= v <= 1
+    ref = at.metric[labels.index("Reference: same network, made the same way")]
+    assert float(ref.value) > 0.99 and "deterministic" in ref.proto.help  # Grad-CAM has no seed: the same map again
+    assert any("reference: the same run again" in c.value for c in at.caption)
+
+
+def test_sanity_section_says_how_amortised_maps_are_made(at, pages):
+    """VarSal and the controller offer a refit or a per-image run on both networks; the page says that an
+    amortised map depends on the classifier only through its fit (no click: the runs take minutes)."""
+    _open(at, pages, ("gradcam",))
+    assert any("only through its fit" in c.value and "never calls the classifier" in c.value for c in at.caption)
+    assert not [r for r in at.radio if r.key == "metrics.sanity.how"]
+    at.selectbox(key="metrics.sanity.method").set_value("varsal").run()
+    assert not at.exception, at.exception
+    how = at.radio(key="metrics.sanity.how")
+    assert how.value == "refit" and list(how.options) == ["refit its fitted part on each network (short fit)",
+                                                          "per-image optimisation on each network"]
+    assert any("starts only on a click" in c.value for c in at.caption)

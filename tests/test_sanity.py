@@ -149,7 +149,10 @@ def test_mipin_is_refitted_on_every_network_and_its_map_falls_apart(shapes_resne
     rho, ssim = res.spearman, res.ssim
     assert res.steps[:2] == ["original", "classifier"] and len(rho) == len(ssim) == 4 and res.target == item.label
     assert np.all(np.isfinite(rho)) and np.all(np.isfinite(ssim)) and rho[0] == 1.0 and ssim[0] == 1.0
-    assert res.as_dict()["fit"] == {"samples": 200, "seed": 0}
+    fit = res.as_dict()["fit"]
+    assert fit["fitter"] == "mipin" and fit["samples"] == 200 and fit["seed"] == 0 and fit["options"] == {"holdout": 0}
+    assert fit["images_used"] == {"main": 200, "reference": 200} and "next 200 images" in res.reference_how
+    assert np.isfinite(res.reference_spearman) and res.reference_map is not None
     # Randomising only the logit layer leaves the features (and the forward-ReLU gates) as they were:
     # with the original network's fit reused, the map would only be rescaled by the new logit, a
     # Spearman of exactly +-1 at step 1. Each network's own fit gives another map.
@@ -188,7 +191,7 @@ def test_mipin_check_leaves_the_model_and_the_fits_alone(shapes_resnet, one_thre
     assert _files(ASSETS / "explainers") == committed and M.fitted_paths(clf) == fits
     assert not (tmp_path / "home" / "fitted").exists()  # nothing in the user's fits, under any id
     assert list((tmp_path / "tmp").iterdir()) == []  # the temporary fits are gone
-    assert any("fitting mipin" in m for _, _, m in progress) and progress[-1][:2] == (3, 3)
+    assert any("fitting mipin" in m for _, _, m in progress) and progress[-1][:2] == (4, 4)
 
 
 def mipin_tiny(dataset=None) -> Classifier:

@@ -66,13 +66,17 @@ def summary_figure(summary: dict[str, dict], height: int = 260) -> go.Figure:
 
 def sanity_figure(result: sanity.SanityResult, height: int = 420) -> go.Figure:
     """Spearman and SSIM against the original map as the layers are randomised top-down
-    (the PMI paper's Fig. 24 c, VarSal's Fig. 4), with each step's map below."""
+    (the PMI paper's Fig. 24 c, VarSal's Fig. 4), the reference ρ (a second run on the unchanged
+    network made the same way) as a dashed line, with each step's map below."""
     n = len(result.steps)
     fig = make_subplots(rows=2, cols=n, specs=[[{"colspan": n}] + [None] * (n - 1), [{}] * n], row_heights=[0.6, 0.4],
                         vertical_spacing=0.12, horizontal_spacing=0.005)
     x = list(range(n))
     fig.add_trace(go.Scatter(x=x, y=result.spearman, mode="lines+markers", name="Spearman rank correlation"), 1, 1)
     fig.add_trace(go.Scatter(x=x, y=result.ssim, mode="lines+markers", name="SSIM"), 1, 1)
+    if np.isfinite(result.reference_spearman):  # the method's own noise: a second run on the unchanged network
+        fig.add_trace(go.Scatter(x=[x[0], x[-1]], y=[result.reference_spearman] * 2, mode="lines", line=dict(dash="dash", color="grey"),
+                                 name=f"reference ρ = {result.reference_spearman:.2f} (same network, {result.reference_how})"), 1, 1)
     fig.update_xaxes(tickvals=x, ticktext=["original"] + [f"+{s}" for s in result.steps[1:]], tickangle=-30, row=1, col=1)
     fig.update_yaxes(title_text="similarity to the original map", range=[-1.05, 1.05], row=1, col=1)
     for k, m in enumerate(result.maps):

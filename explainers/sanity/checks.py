@@ -11,38 +11,9 @@ from ..classifiers.base import Classifier
 from ..core import as_pixels, explain, get_method
 from ..errors import ExplainerError
 from ..progress import report
-from .network_fits import FIT_SAMPLES, NETWORK_FITS, NetworkFits, needs_network_fit
 from .randomise import parameter_layers, randomised_copies
-
-
-def _scale01(a: np.ndarray) -> np.ndarray:
-    lo, hi = float(a.min()), float(a.max())
-    return np.zeros_like(a) if hi <= lo else (a - lo) / (hi - lo)
-
-
-def similarity(a: Any, b: Any, absolute: bool = False) -> dict[str, float]:
-    """Spearman rank correlation and SSIM of two maps (H, W), plus their l2 distance.
-
-    SSIM is computed on the maps each scaled to [0, 1] (``data_range=1``; only the comparison
-    scales, the maps stay raw). ``absolute`` compares |a| and |b| (Adebayo et al. report both).
-    Spearman is NaN when a map is constant."""
-    from scipy.stats import spearmanr
-    from skimage.metrics import structural_similarity
-
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 2:
-        raise ExplainerError(f"similarity needs two maps of one shape (H, W), got {a.shape} and {b.shape}")
-    if absolute:
-        a, b = np.abs(a), np.abs(b)
-    if a.std() == 0 or b.std() == 0:
-        rho = float("nan")
-    else:
-        rho = float(spearmanr(a.ravel(), b.ravel()).statistic)
-    win = min(7, *a.shape)
-    win -= (win + 1) % 2  # odd
-    ssim = float(structural_similarity(_scale01(a), _scale01(b), data_range=1.0, win_size=max(win, 3))) if min(a.shape) >= 3 else float("nan")
-    return {"spearman": rho, "ssim": ssim, "l2": float(np.linalg.norm(a - b))}
+from .same_way import SameWay
+from .similarity import similarity
 
 
 @dataclass
@@ -56,14 +27,25 @@ class SanityResult:
     maps: list[np.ndarray] = field(default_factory=list)  # the map at each step
     absolute: bool = False
     seed: int = 0
-    fit: Optional[dict] = None  # methods fitted per network: {"samples": N, "seed": s} of every step's fit
+    fit: Optional[dict] = None  # methods refitted per network: how every step's fit was made (NetworkFits.info)
+    # the reference: the original map against a second run on the unchanged network made the same way
+    # (seed + 1, or a second fit): a randomised step is only a change where it is clearly below it
+    reference_spearman: float = float("nan")
+    reference_ssim: float = float("nan")
+    reference_map: Optional[np.ndarray] = None
+    how: str = ""  # how every step's map was made, in words
+    reference_how: str = ""
 
     def as_dict(self) -> dict:
+        def num(v: float):
+            return None if math.isnan(v) else float(v)
+
         d = {
             "method": self.method, "map": self.map_name, "target": self.target, "steps": self.steps,
-            "spearman": [None if math.isnan(v) else float(v) for v in self.spearman],
-            "ssim": [None if math.isnan(v) else float(v) for v in self.ssim],
+            "spearman": [num(v) for v in self.spearman], "ssim": [num(v) for v in self.ssim],
             "absolute": self.absolute, "seed": self.seed,
+            "reference": {"spearman": num(self.reference_spearman), "ssim": num(self.reference_ssim), "how": self.reference_how},
+            "how": self.how,
         }
         if self.fit is not None:
             d["fit"] = dict(self.fit)
@@ -89,53 +71,52 @@ def cascading_randomisation(
     steps: Optional[int] = None,
     absolute: bool = False,
     progress: Optional[Callable] = None,
-    fit_samples: int = FIT_SAMPLES,
+    fit_samples: Optional[int] = None,
     fit_data: Any = None,
+    fit_options: Optional[dict] = None,
+    method_params: Optional[dict] = None,
     **params: Any,
 ) -> SanityResult:
     """The cascading model-parameter randomisation test for one image and one method.
 
     Step 0 is the original map; step k re-initialises the top k layers (all of them when
     ``steps`` is None). ``target`` defaults to the original model's top-1 class and stays fixed.
-    ``params`` go to the method (as in :func:`explainers.explain`).
+    ``params`` go to the method (as in :func:`explainers.explain`), and so does ``method_params``
+    (for names this function has too: VarSal's ``steps``).
 
-    A method in :data:`NETWORK_FITS` (MIP-IN) is fitted on every network, the original included,
-    the same way: target class only, the first ``fit_samples`` images of ``fit_data`` (default:
-    the classifier's dataset, train split), seed ``seed`` (see the module docstring)."""
+    Every step's map is made the same way (:class:`~explainers.sanity.same_way.SameWay`): a method
+    whose fitted part is in use (MIP-IN; VarSal and the controller unless ``params`` ask for their
+    per-image mode) is refitted on every network, the original included, on the first
+    ``fit_samples`` images of ``fit_data`` (default: the classifier's dataset, train split), seed
+    ``seed``, with the fitter's short options (``fit_options`` override them). The result carries
+    the reference: the original map against a second run on the unchanged network made the same
+    way (``reference_spearman``)."""
     name = _map_name(method, map_name)
     x = as_pixels(clf, image)
-    fits: Optional[NetworkFits] = None
-    if needs_network_fit(method):
-        param = NETWORK_FITS[method].param
-        if params.get(param) not in (None, ""):
-            raise ExplainerError(
-                f"the sanity check fits {method} on every network itself (fit_samples={fit_samples}); "
-                f"a given {param}= was made for one network only — leave it out")
-        params.pop(param, None)
-        fits = NetworkFits(method, fit_samples, seed, fit_data)
+    params = {**params, **(method_params or {})}
+    way = SameWay(method, params, seed, fit_samples, fit_data, fit_options)
     try:
         layers = parameter_layers(clf)
-        total = (len(layers) if steps is None else max(0, min(int(steps), len(layers)))) + 1
+        total = (len(layers) if steps is None else max(0, min(int(steps), len(layers)))) + 2
 
-        def explain_on(c: Classifier, t: Optional[int | str], k: int, label: str):
-            """The explanation on network ``c`` (step ``k``), with its own fit where the method needs one."""
-            extra = {}
-            if fits is not None:
-                tt = c.label_index(t, x.to(c.device))
-                report(progress, k, total, f"{label}: fitting {method} on {fits.samples} images")
-                fit_progress = None if progress is None else (lambda d, n, m="": report(progress, k, total, f"{label}: fitting {method} ({d}/{n})"))
-                extra = fits.params(c, tt, fit_progress)  # this network's own fit: never the original's
-                t = tt
-            return explain(c, x, method, target=t, **params, **extra)
+        def explain_on(c: Classifier, t: Optional[int | str], k: int, label: str, variant: str = "main"):
+            fp = None
+            if way.fits is not None:
+                report(progress, k, total, f"{label}: fitting {method} on {way.fits.samples} images")
+                fp = None if progress is None else (lambda d, n, m="": report(progress, k, total, f"{label}: fitting {method} ({d}/{n})"))
+            return way.explain(c, x, t, variant, fp)
 
         base = explain_on(clf, target, 0, "original")
         t = int(base.meta["target"])
         orig = base.maps[name]
-        labels, maps, rho, ssim = ["original"], [orig], [1.0], [1.0]
         report(progress, 1, total, "original")
+        ref = explain_on(clf, t, 1, "reference (unchanged network)", "reference").maps[name]
+        rsim = similarity(orig, ref, absolute)
+        labels, maps, rho, ssim = ["original"], [orig], [1.0], [1.0]
+        report(progress, 2, total, "reference")
         for k, names, rclf in randomised_copies(clf, seed, steps):
             try:
-                m = explain_on(rclf, t, k, names[0]).maps[name]
+                m = explain_on(rclf, t, k + 1, names[0]).maps[name]
             except ExplainerError as e:
                 raise ExplainerError(f"sanity check, {method} with the top {k} layer(s) randomised: {e}") from None
             sim = similarity(orig, m, absolute)
@@ -143,12 +124,12 @@ def cascading_randomisation(
             maps.append(m)
             rho.append(sim["spearman"])
             ssim.append(sim["ssim"])
-            report(progress, k + 1, total, names[0])
+            report(progress, k + 2, total, names[0])
+        how, ref_how, fit_info = way.how, way.reference_how, way.fit_info
     finally:
-        if fits is not None:
-            fits.close()
-    fit_info = None if fits is None else {"samples": fits.samples, "seed": fits.seed}
-    return SanityResult(method, name, t, labels, np.array(rho), np.array(ssim), maps, absolute, int(seed), fit_info)
+        way.close()
+    return SanityResult(method, name, t, labels, np.array(rho), np.array(ssim), maps, absolute, int(seed), fit_info,
+                        rsim["spearman"], rsim["ssim"], ref, how, ref_how)
 
 
 def label_sensitivity(
