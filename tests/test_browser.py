@@ -1,7 +1,7 @@
 """The whole app in a real browser: headless Chromium (Debian's package) driven by Selenium.
 
 Starts ``streamlit run app.py`` on a free loopback port with a fresh result cache. The Side by side
-page on the default sample: every map, the screenshot for the README (``docs/side-by-side.png``), a
+page on the default sample: every map, the screenshot for the README (``docs/side-by-side.png``, rewritten with EXPLAINERS_UPDATE_DOCS=1), a
 slider that changes only its method's maps, the .npz export with what made it, and a classifier
 switch mid-page after which no map or class name of the old classifier remains. An uploaded image
 on the DSSR+ page: a run stopped with its Stop button leaves a "stopped — partial result" state.
@@ -24,7 +24,8 @@ from streamlit_server import running_app
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts" / "browser"
-SCREENSHOT = ROOT / "docs" / "side-by-side.png"  # the README's picture of the Side by side page
+# the README's picture of the Side by side page: rewritten when EXPLAINERS_UPDATE_DOCS=1, else kept with the artifacts
+SCREENSHOT = ROOT / "docs" / "side-by-side.png" if os.environ.get("EXPLAINERS_UPDATE_DOCS") == "1" else ARTIFACTS / "side-by-side.png"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 

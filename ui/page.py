@@ -10,7 +10,7 @@
 - :func:`with_progress`: a progress bar around a short call made in the script itself.
 - :func:`failure` / :func:`stop`: user-facing messages, one line (``explainers.errors.one_line``).
 - engine calls some pages need beyond ``ui.cache`` (the in-fills of one patch, the metrics of one
-  map, a dataset evaluation, the sanity check), so pages hold no tensor work.
+  map, a dataset evaluation; the sanity check is in ``ui.sanity_check``), so pages hold no tensor work.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import numpy as np
 import streamlit as st
 
 import explainers
-from explainers import evaluation, metrics, sanity
+from explainers import evaluation, metrics
 from explainers.core import METHODS, Explanation
 from explainers.errors import ExplainerError, one_line
 
@@ -360,24 +360,3 @@ def dataset_seconds(pc: PageContext, method: str, limit: int) -> float:
     """Expected seconds of a dataset run: per image, the method and about four deletion curves."""
     _, per_image, _ = expected(pc.model_id, pc.device, method, {})
     return limit * (per_image + (4 * (METRIC_STEPS + 1)) / cache.rates(pc.model_id, pc.device).forward)
-
-
-def run_sanity(clf, image, method: str, target: int, seed: int = 0, params: tuple = (),
-               progress: Optional[Callable] = None) -> dict:
-    """The cascading randomisation and label sensitivity of one method on one image (for a worker
-    thread). ``progress`` follows the layers."""
-    r = sanity.cascading_randomisation(clf, image, method, target=target, seed=seed, progress=progress, **dict(params))
-    lab = sanity.label_sensitivity(clf, image, method, target=target, **dict(params))
-    return {"result": r, "label": {k: v for k, v in lab.items() if k != "maps"}, "label_maps": lab["maps"]}
-
-
-def sanity_seconds(pc: PageContext, method: str) -> float:
-    """Expected seconds of the sanity check: the method on every randomised copy (amortised methods
-    fall back to their per-image optimisation there) and once more for the runner-up class."""
-    from explainers.sanity.randomise import parameter_layers
-
-    layers = len(parameter_layers(pc.clf))
-    _, original, _ = expected(pc.model_id, pc.device, method, {})
-    fallback = {"varsal": {"mode": "per-image"}, "dcontrol": {"generator": "optimise"}}.get(method)
-    _, random, _ = expected(pc.model_id, pc.device, method, fallback) if fallback else ("", original, "")
-    return 2 * original + layers * random
