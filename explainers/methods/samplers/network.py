@@ -2,30 +2,31 @@
 
 The paper (Appendix B.C) predicts an independent 256-way categorical for every pixel and channel
 of the patch (conv9-256, conv9-256, maxpool2, crop, 4 × conv8-256, conv8-768). Drawn independently,
-pixels of one in-fill do not agree with each other: in-fills speckle (measured on the first fits:
-neighbouring pixels differed by 18.8 grey levels against 6.6 in real patches). We keep the
-paper's conv stack in outline and go beyond it in two places, a linear path and the output:
+pixels of one in-fill do not agree with each other: in-fills speckle (the first fits, independent
+categoricals: neighbouring pixels differed by 18.8 grey levels against 6.6 in real patches). We
+keep the paper's conv stack in outline and go beyond it in two places, a linear path and the
+output:
 
 - **Trunk** (once per patch), reads only the known pixels: input (2x − 1)·known and the ``known``
   mask (``geometry.known``: 0 on the hidden patch and outside the image); a conv of kernel
   2⌊K/4⌋ + 1 (5 at K = 8; the paper's is 9) at full resolution, two 3×3 convs after a 2×
-  max-pool and one after a second pool (a receptive field over the whole 3K×3K neighbourhood),
-  a global-average context vector, a linear map from the whole masked neighbourhood to every
-  pixel of the patch (the form of the conditional Gaussian's mean, which places shape edges
-  well; with it the in-fills of patches on shapes moved closer to real ones), and two 3×3 convs on the K×K centre (with a 2-pixel margin) over all
-  of these. Width ``width`` (48 in the committed fits) instead
-  of the paper's 256, so that it fits in under half an hour on a CPU: ~15 M multiply-adds per
-  patch.
-- **Output: coherent in-fills** (beyond the paper). The patch's pixels are drawn in six
-  interleaved groups, coarse to fine (``pixel_groups``: the centre, the rest of every 4th pixel,
-  the centres between them, the rest of the even grid, the odd diagonal, the remaining half); a
-  light head (two 3×3 convs, ``head`` wide) gives each group's pixels given the trunk and the
-  pixels already drawn. So pixels agree with their neighbours, and the likelihood is still exact:
-  the product of the six groups' terms. One trunk forward per patch serves all N in-fills; the
-  head runs six times per in-fill (~16 M multiply-adds an in-fill at ``head`` = 64: at N = 8 the
-  sampler costs about twice the forwards of the small embedded classifiers, and nothing next to
-  an ImageNet model's). This is what brought the in-fills' roughness from 2.8× the real
-  patches' (independent pixels) to about 1.5× on shapes (``scripts/sampler_table.py``).
+  max-pool and one after a second pool (a receptive field over the whole 3K×3K neighbourhood, as
+  the paper's), a global-average context vector, a linear map from the whole masked neighbourhood
+  to every pixel of the patch (the form of the conditional Gaussian's mean, which places shape
+  edges well), and two 3×3 convs on the K×K centre (with a 2-pixel margin) over all of these.
+  Width ``width`` (64 in the committed fits) instead of the paper's 256, so that a fit takes
+  under half an hour on a shared 2-core CPU (2000 steps of 32 crops).
+- **Output: coherent in-fills** (beyond the paper; ``coherent=False`` is the paper's independent
+  pixels, kept as an ablation). The patch's pixels are drawn in six interleaved groups, coarse to
+  fine (``pixel_groups``: the centre, the rest of every 4th pixel, the centres between them, the
+  rest of the even grid, the odd diagonal, the remaining half); a light head (two 3×3 convs,
+  ``head`` wide) gives each group's pixels given the trunk and the pixels already drawn. Why: an
+  in-fill is one joint draw, and independent pixels cannot agree on an edge or a texture phase,
+  which is the speckle; with the groups each pixel sees its drawn neighbours, and the likelihood
+  is still exact (the product of the six groups' terms). One trunk forward per patch serves all N
+  in-fills; the head runs six times per in-fill. The measurements (held-out NLL, roughness against
+  real patches, coherent vs independent at equal training) are in the README's PMI sampler tables
+  (``scripts/sampler_table.py``, ``python -m explainers sampler-nll``).
 - **Per-pixel distribution**: a mixture of ``mixtures`` discretised logistics over the 256 levels
   with the colour channels coupled linearly (PixelCNN++, Salimans et al. 2017) instead of three
   independent 256-way softmaxes: 10 numbers per mixture component instead of 768, smooth over
