@@ -1,4 +1,4 @@
-"""The command line: ``python -m explainers {models,methods,predict,explain,fit,evaluate,cache} ...``.
+"""The command line: ``python -m explainers {models,methods,predict,explain,fit,evaluate,sampler-nll,cache} ...``.
 
 ``--models DIR`` (on every command that takes ``--model``, and on ``models``) adds a models folder.
 
@@ -179,6 +179,39 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_sampler_nll(args) -> int:
+    from .classifiers.base import resolve_device
+    from .methods.samplers import SAMPLERS
+    from .methods.samplers.evaluate import fit_short_side, image_files, load_images, measure
+    from .progress import tqdm_progress
+
+    if args.sampler not in SAMPLERS:
+        raise ExplainerError(f"unknown sampler {args.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if not 1 <= args.K <= 32:
+        raise ExplainerError(f"--K must be between 1 and 32, got {args.K}")
+    if args.limit is not None and args.limit < 1:
+        raise ExplainerError("--limit must be at least 1")
+    try:
+        device = resolve_device(args.device)
+    except RuntimeError as e:
+        raise ExplainerError(f"--device: {e}") from None
+    files = image_files(args.images)[: args.limit]
+    images = load_images(files, fit_short_side(args.fit, args.K))
+    cb, close = tqdm_progress(f"sampler-nll {args.sampler}")
+    try:
+        res = measure(images, args.sampler, args.fit, K=args.K, seed=args.seed, device=device, progress=cb)
+    finally:
+        close()
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    nll = res["bits_per_subpixel"]
+    print(f"{args.sampler} ({args.fit}, K = {args.K}) on {len(images)} images, {res['patches']} patches")
+    print(f"NLL:       {'none (a deterministic sampler)' if nll is None else f'{nll:.4f} bits per subpixel'}")
+    print(f"roughness: {res['roughness']:.2f} grey levels between neighbouring pixels (real patches: {res['real_roughness']:.2f})")
+    return 0
+
+
 def _size(n: int) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
@@ -260,6 +293,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default=None, metavar="FILE.png", help="also save a plot of the means with 95%% CIs")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("sampler-nll", help="a PMI sampler's likelihood and in-fill roughness on a folder of images")
+    p.add_argument("--images", required=True, help="folder of images (recursive; *.mask.png skipped)")
+    p.add_argument("--fit", required=True, help="the fitted samplers' data: shapes, digits, photos or a fit folder")
+    p.add_argument("--sampler", required=True, help="patchsampler, gaussian, noise, mean, blur or constant")
+    p.add_argument("--K", type=int, default=8, help="patch side (default 8)")
+    p.add_argument("--limit", type=int, default=None, help="at most this many images (sorted by path)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the in-fills measured for roughness")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_sampler_nll)
 
     p = sub.add_parser("cache", help="show or clear the disk cache of explanations")
     what = p.add_mutually_exclusive_group(required=True)

@@ -36,7 +36,10 @@ st.caption(
 st.subheader("A look inside")
 st.caption(
     "One patch, its 3K×3K neighbourhood (the patch greyed out) and N in-fills from each sampler, "
-    "as the paper's Fig. 14: the PatchSampler's in-fills should look like the rest of the image."
+    "as the paper's Fig. 14. Measured on shapes and digits (README, PMI samplers), no sampler's in-fills "
+    "pass for real patches: the PatchSampler's have the best likelihood but are still rougher than real ones. "
+    "PMI values depend on the sampler (a patch replaced by grey carries far more bits than one the PatchSampler "
+    "in-fills), so compare maps of different samplers by where they are red or blue, not by their values."
 )
 K = params["K"]
 h, w = clf.input_size

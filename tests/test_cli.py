@@ -103,3 +103,50 @@ def test_cache_info_and_clear(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("EXPLAINERS_CACHE_MAX_BYTES", "lots")
     code, _, err = run(["cache", "--info"], capsys)
     assert code == 2 and "EXPLAINERS_CACHE_MAX_BYTES" in err and err.count("\n") == 1
+
+
+def test_sampler_nll_measures_every_patch_and_refuses_bad_input(tmp_path, capsys):
+    """`sampler-nll`: every non-overlapping K×K patch of every image (recursive, *.mask.png skipped)."""
+    import torch
+
+    from explainers.data import load_dataset
+    from explainers.fitted import save_fitted
+    from explainers.methods import samplers as S
+    from explainers.methods.samplers.fits import ARCH
+
+    fit = tmp_path / "fit"
+    K, C = 4, 3
+    torch.manual_seed(0)
+    net = S.PatchSamplerNet(K, C, width=8, head=8, mixtures=2)
+    save_fitted(fit / "patchsampler_k4.safetensors", net, {"K": K, "channels": C, "width": 8, "head": 8, "mixtures": 2, "arch": ARCH})
+    D = C * (3 * K) ** 2
+    a = torch.randn(D, D, dtype=torch.float64) / D**0.5
+    save_fitted(fit / "gaussian_k4.safetensors", S.gaussian_from_moments(torch.full((D,), 0.5, dtype=torch.float64), a @ a.T * 0.01, K, C),
+                {"K": K, "channels": C})
+    imgs = tmp_path / "imgs"
+    (imgs / "sub").mkdir(parents=True)
+    for i, item in enumerate(load_dataset("shapes", "test", limit=3)):
+        item.image.save(imgs / ("sub" if i else "") / f"{i}.png")
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(imgs / "0.mask.png")
+    opts = {"--images": str(imgs), "--fit": str(fit), "--K": "4", "--device": "cpu", "--sampler": "patchsampler"}
+
+    def cli(**over):
+        return ["sampler-nll"] + [v for k, val in {**opts, **{f"--{n}": v for n, v in over.items()}}.items() for v in (k, val)]
+
+    got = {}
+    for sampler in ("patchsampler", "gaussian", "noise", "mean"):
+        code, out, _ = run(cli(sampler=sampler) + ["--json"], capsys)
+        assert code == 0
+        got[sampler] = json.loads(out)
+        assert set(got[sampler]) == {"bits_per_subpixel", "roughness", "real_roughness", "patches"}
+        assert got[sampler]["patches"] == 3 * (64 // 4) ** 2
+    assert 0 < got["patchsampler"]["bits_per_subpixel"] < 16 and got["noise"]["bits_per_subpixel"] == 8.0
+    assert got["mean"]["bits_per_subpixel"] is None and got["mean"]["roughness"] == 0.0
+    assert len({round(g["real_roughness"], 9) for g in got.values()}) == 1 and got["noise"]["roughness"] > 30
+    code, out, _ = run(cli(sampler="gaussian", limit="1"), capsys)
+    assert code == 0 and "256 patches" in out and "bits per subpixel" in out
+    for over, words in (({"images": str(tmp_path / "none")}, "not a folder"), ({"sampler": "bogus"}, "unknown sampler"),
+                        ({"K": "8"}, "K=8"), ({"limit": "0"}, "limit"), ({"images": str(fit)}, "no images"),
+                        ({"K": "x"}, "K")):
+        code, _, err = run(cli(**over), capsys)
+        assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and words in err, (over, err)

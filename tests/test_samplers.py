@@ -11,6 +11,7 @@ import torch
 from explainers.errors import Cancelled, ExplainerError
 from explainers.methods import samplers as S
 from explainers.fitted import save_fitted
+from explainers.methods.samplers.fits import ARCH
 
 
 # ---------------------------------------------------------------------------------------------
@@ -29,18 +30,23 @@ def test_patches_lie_inside_and_cover_every_pixel(size, K, stride):
     assert pos[0] == 0 and pos[-1] == size - K and (np.diff(pos) <= stride).all() and (np.diff(pos) > 0).all()
 
 
-def test_neighbourhoods_are_centred_on_the_patch_with_reflect_padding():
+def test_neighbourhoods_are_centred_on_the_patch_zero_padded_and_mark_what_is_known():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(1, 3, 11, 13, generator=g)
     K = 3
     y0, x0 = torch.tensor([0, 4, 8]), torch.tensor([0, 5, 10])
     nb = S.neighbourhoods(x, y0, x0, K)
-    assert nb.shape == (3, 3, 9, 9)
-    ref = np.pad(x[0].numpy(), ((0, 0), (K, K), (K, K)), mode="reflect")
+    kn = S.known(11, 13, y0, x0, K)
+    assert nb.shape == (3, 3, 9, 9) and kn.shape == (3, 1, 9, 9)
+    ref = np.pad(x[0].numpy(), ((0, 0), (K, K), (K, K)))
+    inside = np.pad(np.ones((11, 13)), K)
+    hole = S.hole_mask(K).numpy()
     for i in range(3):
         yy, xx = int(y0[i]), int(x0[i])
         np.testing.assert_array_equal(nb[i].numpy(), ref[:, yy : yy + 3 * K, xx : xx + 3 * K])
         np.testing.assert_array_equal(nb[i, :, K : 2 * K, K : 2 * K].numpy(), x[0, :, yy : yy + K, xx : xx + K].numpy())
+        np.testing.assert_array_equal(kn[i, 0].numpy(), inside[yy : yy + 3 * K, xx : xx + 3 * K] * hole)
+    assert kn[1].sum() == 8 * K * K  # an interior patch knows its whole ring
 
 
 def test_paste_writes_only_the_patch():
@@ -57,16 +63,6 @@ def test_paste_writes_only_the_patch():
 # ---------------------------------------------------------------------------------------------
 # categorical sampling and the conditional Gaussian
 # ---------------------------------------------------------------------------------------------
-def test_inverse_cdf_sampling_follows_the_probabilities():
-    g = torch.Generator().manual_seed(1)
-    probs = torch.tensor([[0.1, 0.0, 0.6, 0.3], [0.0, 0.0, 0.0, 1.0]])
-    u = torch.rand(2, 40000, generator=g)
-    idx = S.sample_categorical(probs, u)
-    freq = torch.stack([torch.bincount(idx[i], minlength=4).float() / idx.shape[1] for i in range(2)])
-    np.testing.assert_allclose(freq.numpy(), probs.numpy(), atol=0.01)
-    assert (idx[1] == 3).all() and not (idx[0] == 1).any()
-
-
 def test_conditional_gaussian_matches_the_schur_complement():
     rng = np.random.default_rng(0)
     K, C = 1, 2
@@ -86,27 +82,121 @@ def test_conditional_gaussian_matches_the_schur_complement():
     np.testing.assert_allclose(L @ L.T, cond, rtol=1e-4, atol=1e-5)
 
 
+def test_border_patches_condition_the_gaussian_on_the_known_pixels_only():
+    rng = np.random.default_rng(1)
+    K, C = 1, 2
+    D = C * 9
+    a = rng.normal(size=(D, D))
+    cov = a @ a.T / D + np.eye(D) * 0.1
+    mean = rng.normal(size=D)
+    st = S.gaussian_from_moments(torch.tensor(mean), torch.tensor(cov), K, C, eps=0.0)
+    g = S.ConditionalGaussian(st, {"K": K, "channels": C, "eps": 0.0})
+    kn = torch.zeros(2, 3, 3)
+    kn[0, 1:, 1:] = 1  # a top-left corner patch: the ring's lower-right part is inside the image
+    kn[0, 1, 1] = 0
+    known_px = kn[0].bool().expand(C, -1, -1).reshape(-1).numpy()
+    hole = np.zeros((C, 3, 3), bool)
+    hole[:, 1, 1] = True
+    sa, sb = np.flatnonzero(hole.ravel()), np.flatnonzero(known_px)
+    (rows0, (S0, A0, L0, off0)), (rows1, (S1, A1, L1, off1)) = sorted(g.given(kn), key=lambda r: -len(r[1][0]))
+    np.testing.assert_array_equal(S0.numpy(), sb)
+    A = cov[np.ix_(sa, sb)] @ np.linalg.inv(cov[np.ix_(sb, sb)])
+    np.testing.assert_allclose(A0.numpy(), A, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose((L0 @ L0.T).numpy(), cov[np.ix_(sa, sa)] - A @ cov[np.ix_(sb, sa)], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(off0.numpy(), mean[sa] - A @ mean[sb], rtol=1e-4, atol=1e-5)
+    assert len(S1) == 0  # knows nothing: the patch's marginal
+    np.testing.assert_allclose((L1 @ L1.T).numpy(), cov[np.ix_(sa, sa)], rtol=1e-4, atol=1e-5)
+
+
 # ---------------------------------------------------------------------------------------------
 # the PatchSampler network
 # ---------------------------------------------------------------------------------------------
+def test_pixel_groups_go_coarse_to_fine_and_cover_the_patch():
+    g = S.pixel_groups(8)
+    assert torch.bincount(g.flatten()).tolist() == [1, 3, 4, 8, 16, 32]
+    assert g[4, 4] == 0 and (g[::4, ::4] <= 1).all() and (g[2::4, 2::4] == 2).all()
+    # every pixel of the last group has a drawn pixel left, right, above or below it
+    drawn = torch.nn.functional.pad((g < 5).float()[None, None], (1, 1, 1, 1))[0, 0]
+    nb = drawn[:-2, 1:-1] + drawn[2:, 1:-1] + drawn[1:-1, :-2] + drawn[1:-1, 2:]
+    assert (nb[g == 5] > 0).all()
+    assert sorted(torch.unique(S.pixel_groups(4)).tolist()) == [1, 2, 3, 4, 5]  # no centre group below K = 5
+
+
 @pytest.mark.parametrize("K,C", [(1, 3), (2, 1), (4, 3), (5, 3), (8, 1)])
-def test_patchsampler_net_gives_a_categorical_per_pixel_of_the_centre(K, C):
+@torch.no_grad()
+def test_patchsampler_net_shapes_and_exact_likelihood_of_its_draws(K, C):
     torch.manual_seed(0)
-    net = S.PatchSamplerNet(K, C, width=8).eval()
-    out = net(torch.rand(2, C, 3 * K, 3 * K))
-    assert out.shape == (2, K, K, C, S.LEVELS)
+    net = S.PatchSamplerNet(K, C, width=8, head=8).eval()
+    t = net.trunk(torch.rand(2, C, 3 * K, 3 * K))
+    assert t.shape == (2, 8, K, K)
+    levels = net.sample(t, torch.rand(2, 1 + C, K, K))
+    assert levels.shape == (2, C, K, K) and levels.min() >= 0 and levels.max() <= 255
+    lp = net.log_prob(t, levels.float() * 2 / 255 - 1)
+    assert lp.shape == (2, K, K) and torch.isfinite(lp).all() and (lp <= 0).all()
 
 
-def test_patchsampler_net_ignores_the_hidden_patch():
+@torch.no_grad()
+def test_independent_pixels_ablation_factorises_and_coherent_groups_do_not():
+    """coherent=False is the paper's model: each pixel's probability ignores the patch's other
+    pixels; with the six groups, a later pixel's probability depends on the ones drawn before."""
     torch.manual_seed(0)
-    net = S.PatchSamplerNet(4, 3, width=8).eval()
+    K = 4
+    x = torch.rand(2, 3, K, K) * 2 - 1
+    y = x.clone()
+    y[:, :, 0, 0] = -x[:, :, 0, 0]  # a pixel of the first group at K = 4 (i % 4 == 0, j % 4 == 0)
+    for coherent in (False, True):
+        net = S.PatchSamplerNet(K, 3, width=8, head=8, coherent=coherent).eval()
+        t = net.trunk(torch.rand(2, 3, 3 * K, 3 * K))
+        a, b = net.log_prob(t, x), net.log_prob(t, y)
+        others = torch.ones(K, K, dtype=torch.bool)
+        others[0, 0] = False
+        assert not torch.allclose(a[:, 0, 0], b[:, 0, 0])
+        assert torch.equal(a[:, others], b[:, others]) == (not coherent)
+    assert S.pixel_groups(8, coherent=False).eq(0).all()
+
+
+@torch.no_grad()
+def test_patchsampler_probabilities_sum_to_one_and_draws_follow_them():
+    torch.manual_seed(0)
+    net = S.PatchSamplerNet(1, 1, width=8, head=8, mixtures=3).eval()
+    t = net.trunk(torch.rand(1, 1, 3, 3))
+    levels = (torch.arange(256).float() * 2 / 255 - 1).view(256, 1, 1, 1)
+    p = net.log_prob(t.expand(256, -1, -1, -1), levels).exp().flatten()
+    assert abs(float(p.sum()) - 1) < 1e-4
+    n = 40000
+    draws = net.sample(t.expand(n, -1, -1, -1), torch.rand(n, 2, 1, 1, generator=torch.Generator().manual_seed(1)))
+    freq = torch.bincount(draws.flatten(), minlength=256).float() / n
+    assert float((freq - p).abs().sum()) < 0.1  # total variation, sampling noise ~0.05
+
+
+@torch.no_grad()
+def test_patchsampler_colour_draws_follow_the_coupled_likelihood():
+    torch.manual_seed(0)
+    net = S.PatchSamplerNet(1, 3, width=8, head=8, mixtures=3).eval()
+    # sharp logistics, so single colours are frequent enough to count
+    net.out.bias[3 + 9 : 3 + 18] = -5.5
+    net.out.weight.mul_(0.1)
+    t = net.trunk(torch.rand(1, 3, 3, 3))
+    n = 100000
+    s = net.sample(t.expand(n, -1, -1, -1), torch.rand(n, 4, 1, 1, generator=torch.Generator().manual_seed(2)))
+    keys, counts = torch.unique(s.view(n, 3), dim=0, return_counts=True)
+    top = counts.argsort(descending=True)[:3]
+    lp = net.log_prob(t.expand(3, -1, -1, -1), keys[top].float().view(3, 3, 1, 1) * 2 / 255 - 1)
+    np.testing.assert_allclose((counts[top] / n).numpy(), lp.exp().flatten().numpy(), rtol=0.1)
+
+
+def test_patchsampler_net_reads_only_known_pixels():
+    torch.manual_seed(0)
+    net = S.PatchSamplerNet(4, 3, width=8, head=8).eval()
     nb = torch.rand(3, 3, 12, 12)
-    other = nb.clone()
-    other[:, :, 4:8, 4:8] = torch.rand(3, 3, 4, 4)
+    kn = S.known(6, 6, torch.tensor([0, 1, 2]), torch.tensor([0, 2, 1]), 4)  # border patches of a 6×6 image
+    other = torch.where(kn.bool(), nb, torch.rand(3, 3, 12, 12))
     with torch.no_grad():
-        torch.testing.assert_close(net(nb), net(other))
-        other[:, :, 0, 0] += 0.5  # ... but not the ring
-        assert not torch.allclose(net(nb), net(other))
+        torch.testing.assert_close(net.trunk(nb, kn), net.trunk(other, kn), rtol=0, atol=0)
+        r, c = kn[1, 0].nonzero()[0].tolist()
+        other = nb.clone()
+        other[:, :, r, c] += 0.5  # ... but it reads the known ring
+        assert not torch.allclose(net.trunk(nb, kn)[1], net.trunk(other, kn)[1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,8 +208,9 @@ def fitted_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("samplers")
     K, C = 4, 3
     torch.manual_seed(0)
-    net = S.PatchSamplerNet(K, C, width=8)
-    save_fitted(d / "patchsampler_k4.safetensors", net, {"K": K, "channels": C, "width": 8})
+    net = S.PatchSamplerNet(K, C, width=8, head=8, mixtures=2)
+    cfg = {"K": K, "channels": C, "width": 8, "head": 8, "mixtures": 2, "arch": ARCH}
+    save_fitted(d / "patchsampler_k4.safetensors", net, cfg)
     D = C * (3 * K) ** 2
     a = torch.randn(D, D, dtype=torch.float64) / D**0.5
     st = S.gaussian_from_moments(torch.full((D,), 0.5, dtype=torch.float64), a @ a.T * 0.01, K, C)
@@ -137,7 +228,7 @@ def test_in_fills_depend_only_on_the_ring(name, fitted_dir):
     other[:, :, 4:8, 4:8] = torch.rand(6, 3, 4, 4, generator=g)
     d1 = s.draws(6, N, torch.Generator().manual_seed(3))
     d2 = s.draws(6, N, torch.Generator().manual_seed(3))
-    f1, f2 = s.fill(nb, d1, N), s.fill(other, d2, N)
+    f1, f2 = s.fill(nb, None, d1, N), s.fill(other, None, d2, N)
     assert f1.shape == (6, N, 3, K, K)
     assert float(f1.min()) >= 0 and float(f1.max()) <= 1
     torch.testing.assert_close(f1, f2)
@@ -152,11 +243,44 @@ def test_in_fills_depend_only_on_the_ring(name, fitted_dir):
         assert not torch.allclose(f1[:, 0], f1[:, 1])  # N different draws
 
 
+@pytest.mark.parametrize("name", S.SAMPLERS)
+def test_no_pixel_of_a_hidden_border_patch_reaches_the_sampler(name, fitted_dir):
+    """At every border position (stride 1, every patch whose neighbourhood leaves the image),
+    changing only the hidden patch's pixels leaves the in-fills exactly unchanged: same draws,
+    same in-fills, so the same distribution."""
+    K, N, H, W = 4, 3, 11, 13
+    s = S.make_sampler(name, K, torch.device("cpu"), key=str(fitted_dir), value=0.25)
+    x = torch.rand(1, 3, H, W, generator=torch.Generator().manual_seed(0))
+    boxes = S.patch_boxes(H, W, K, 1)
+    border = [b for b in boxes if b[0] < K or b[1] < K or b[2] > W - K or b[3] > H - K]
+    assert len(border) == len(boxes) - (H - 3 * K + 1) * (W - 3 * K + 1) > 0
+    ys, xs = torch.tensor([int(b[1]) for b in border]), torch.tensor([int(b[0]) for b in border])
+    kn = S.known(H, W, ys, xs, K)
+    same, changed = S.neighbourhoods(x, ys, xs, K), []
+    for i, (x0, y0, x1, y1) in enumerate(border):
+        other = x.clone()
+        other[:, :, y0:y1, x0:x1] = torch.rand(1, 3, K, K, generator=torch.Generator().manual_seed(i))
+        changed.append(S.neighbourhoods(other, ys[i : i + 1], xs[i : i + 1], K))
+        if i in (0, len(border) - 1):  # the whole path, image to in-fills, for two of them
+            a = S.InFills(s, x, ys[i : i + 1], xs[i : i + 1], N, seed=2).all()
+            b = S.InFills(s, other, ys[i : i + 1], xs[i : i + 1], N, seed=2).all()
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    changed = torch.cat(changed)
+    assert not torch.equal(same, changed)
+    d = s.draws(len(border), N, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(s.fill(same, kn, d, N), s.fill(changed, kn, d, N), rtol=0, atol=0)
+    if name == "patchsampler":  # the distribution itself
+        with torch.no_grad():
+            torch.testing.assert_close(s.net.trunk(same, kn), s.net.trunk(changed, kn), rtol=0, atol=0)
+
+
 def test_blur_in_fill_of_a_flat_ring_is_flat():
     s = S.make_sampler("blur", 4, torch.device("cpu"))
     nb = torch.full((1, 3, 12, 12), 0.3)
     nb[:, :, 4:8, 4:8] = 1.0  # hidden
-    torch.testing.assert_close(s.fill(nb, None, 1), torch.full((1, 1, 3, 4, 4), 0.3))
+    torch.testing.assert_close(s.fill(nb, None, None, 1), torch.full((1, 1, 3, 4, 4), 0.3))
+    kn = S.known(4, 4, torch.tensor([0]), torch.tensor([0]), 4)  # the patch is the whole image
+    torch.testing.assert_close(s.fill(nb, kn, None, 1), torch.full((1, 1, 3, 4, 4), 0.5))  # nothing known: grey
 
 
 def test_unknown_sampler_and_missing_fit_are_clear_errors(fitted_dir):
@@ -202,21 +326,78 @@ def test_crops_match_slicing(tiny_images):
     imgs = P.training_images("x", 5)
     src = P.CropSource(imgs, 4)
     crops = src.sample(20, torch.Generator().manual_seed(0), flip=False)
-    assert crops.shape == (20, 3, 12, 12) and crops.dtype == torch.uint8
-    padded = [np.pad(im, ((4, 4), (4, 4), (0, 0)), mode="reflect").transpose(2, 0, 1) for im in imgs]
+    assert crops.shape == (20, 4, 12, 12) and crops.dtype == torch.uint8
+    # zero padding and an inside-the-image plane: nothing of the image is copied outwards
+    padded = [np.concatenate([np.pad(im, ((4, 4), (4, 4), (0, 0))), np.pad(np.ones(im.shape[:2] + (1,), np.uint8), ((4, 4), (4, 4), (0, 0)))],
+                             axis=2).transpose(2, 0, 1) for im in imgs]
     # every crop is a window of one padded image whose centre lies inside the original image
     for c in crops.numpy():
+        assert c[3, 4:8, 4:8].all()
         assert any(
             np.array_equal(c, p[:, y : y + 12, x : x + 12]) for p in padded for y in range(0, 17) for x in range(0, 21)
         )
+    inner = src.sample(50, torch.Generator().manual_seed(1), interior=True)
+    assert inner[:, 3].all()  # the Gaussian's crops lie wholly inside
+
+
+def test_no_pixel_of_a_hidden_border_patch_reaches_the_sampler_at_fit_time(tiny_images):
+    """The training crops: changing only the centre's pixels of a border crop changes nothing the
+    network reads (its features, the likelihood of a given centre), at every border position."""
+    P = tiny_images
+    K = 4
+    img = P.training_images("x", 5)[1]
+    torch.manual_seed(0)
+    net = S.PatchSamplerNet(K, 3, width=8, head=8).eval()
+    H, W = img.shape[:2]
+    border = [(y, x) for y in range(H - K + 1) for x in range(W - K + 1) if min(y, x) < K or y > H - 2 * K or x > W - 2 * K]
+    assert len(border) > 40
+    a, b = [], []
+    for y, x in border:
+        other = img.copy()
+        other[y : y + K, x : x + K] = 255 - other[y : y + K, x : x + K]
+        a.append(P.CropSource([img], K).crops_at([0], [y], [x]))
+        b.append(P.CropSource([other], K).crops_at([0], [y], [x]))
+    na, ka, xa = P.batch_tensors(torch.cat(a), net)
+    nb, kb, xb = P.batch_tensors(torch.cat(b), net)
+    assert not torch.equal(xa, xb)  # the centres differ ...
+    torch.testing.assert_close(ka, kb, rtol=0, atol=0)  # ... nothing else the network reads does
+    with torch.no_grad():
+        ta, tb = net.trunk(na, ka), net.trunk(nb, kb)
+        torch.testing.assert_close(ta, tb, rtol=0, atol=0)
+        torch.testing.assert_close(net.log_prob(ta, xa), net.log_prob(tb, xa), rtol=0, atol=0)
+
+
+def test_focused_crops_are_chosen_by_the_ring_alone(tiny_images):
+    P = tiny_images
+    src = P.CropSource(P.training_images("x", 5), 4)
+    cand = src.sample(40, torch.Generator().manual_seed(0))
+    other = cand.clone()
+    other[:, :3, 4:8, 4:8] = 255 - other[:, :3, 4:8, 4:8]  # other centres, same rings
+
+    class Fixed:
+        K = 4
+
+        def __init__(self, crops):
+            self.crops, self.at = crops, 0
+
+        def sample(self, n, gen):
+            self.at += n
+            return self.crops[self.at - n : self.at]
+
+    a = P.focused_crops(Fixed(cand), 16, 0.5, None)
+    b = P.focused_crops(Fixed(other), 16, 0.5, None)
+    assert a.shape == (16, 4, 12, 12)
+    torch.testing.assert_close(a[:, :, :4], b[:, :, :4], rtol=0, atol=0)  # the same crops were chosen
+    assert not torch.equal(a, b)
 
 
 def test_fit_writes_weights_config_and_resumes_exactly(tiny_images, tmp_path):
     P = tiny_images
-    opts = dict(K="4", steps="30", batch="4", width="8", gaussian_patches="500", checkpoint_every="10")
+    opts = dict(K="4", steps="30", batch="4", width="8", head="8", gaussian_patches="500", checkpoint_every="10")
     full = P.fit(None, "tiny", out_dir=str(tmp_path / "a"), **opts)
     card = json.loads(full.with_suffix(".json").read_text())
     assert card["config"]["K"] == 4 and card["config"]["channels"] == 3 and card["steps_done"] == 30
+    assert card["command"].startswith("python -m explainers fit --explainer patchsampler --data tiny --set K=4")
     assert (tmp_path / "a" / "gaussian_k4.safetensors").exists()
     assert not (tmp_path / "a" / "patchsampler_k4.ckpt.safetensors").exists()
 
@@ -243,13 +424,13 @@ def test_grey_data_gets_a_one_channel_sampler(tiny_images, monkeypatch, tmp_path
     rng = np.random.default_rng(1)
     grey = [np.repeat(rng.integers(0, 255, (16, 16, 1), dtype=np.uint8), 3, axis=2) for _ in range(3)]
     monkeypatch.setattr(P, "training_images", lambda data, limit: grey)
-    path = P.fit(None, "grey", out_dir=str(tmp_path), K="4", steps="3", batch="2", width="4", gaussian_patches="300")
+    path = P.fit(None, "grey", out_dir=str(tmp_path), K="4", steps="3", batch="2", width="4", head="4", gaussian_patches="300")
     assert json.loads(path.with_suffix(".json").read_text())["config"]["channels"] == 1
     s = S.make_sampler("patchsampler", 4, torch.device("cpu"), key=str(tmp_path))
-    f = s.fill(torch.rand(2, 3, 12, 12), s.draws(2, 3, torch.Generator().manual_seed(0)), 3)
+    f = s.fill(torch.rand(2, 3, 12, 12), None, s.draws(2, 3, torch.Generator().manual_seed(0)), 3)
     torch.testing.assert_close(f[:, :, 0], f[:, :, 1])  # grey in-fills: R = G = B
     g = S.make_sampler("gaussian", 4, torch.device("cpu"), key=str(tmp_path))
-    f = g.fill(torch.rand(2, 3, 12, 12), g.draws(2, 3, torch.Generator().manual_seed(0)), 3)
+    f = g.fill(torch.rand(2, 3, 12, 12), None, g.draws(2, 3, torch.Generator().manual_seed(0)), 3)
     torch.testing.assert_close(f[:, :, 0], f[:, :, 2])
 
 
@@ -257,7 +438,7 @@ def test_bad_fit_options_are_one_line_errors(tiny_images, tmp_path):
     P = tiny_images
     with pytest.raises(ExplainerError, match="unknown parameter"):
         P.fit(None, "tiny", out_dir=str(tmp_path), bogus="1")
-    with pytest.raises(ExplainerError, match="steps must be positive"):
+    with pytest.raises(ExplainerError, match="steps must be at least 1"):
         P.fit(None, "tiny", out_dir=str(tmp_path), steps="0")
 
 
@@ -277,3 +458,50 @@ def test_in_fills_are_the_same_however_the_batches_fall():
         assert len(stream._cache) <= 2 + bs // (S.CHUNK * N)  # only the chunks in use are kept
     other = S.InFills(s, x, y0, x0, N, seed=5).all()
     assert not torch.equal(other, ref)
+
+
+# ---------------------------------------------------------------------------------------------
+# scripts/sampler_table.py (Fig. 13 / 14 measurements)
+# ---------------------------------------------------------------------------------------------
+def _table_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "sampler_table.py"
+    spec = importlib.util.spec_from_file_location("sampler_table", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_frechet_distance_matches_the_matrix_square_root():
+    from scipy.linalg import sqrtm
+
+    T = _table_module()
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(200, 5))
+    b = rng.normal(size=(300, 5)) @ rng.normal(size=(5, 5)) + 0.5
+    sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    mu = a.mean(0) - b.mean(0)
+    ref = mu @ mu + np.trace(sa + sb - 2 * np.real(sqrtm(sa @ sb)))
+    assert abs(T.frechet(a, b) - ref) < 1e-6 * max(1.0, ref)
+    assert abs(T.frechet(a, a)) < 1e-8
+
+
+def test_grid_in_fill_replaces_a_quarter_of_the_pixels():
+    T = _table_module()
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    out = T.grid_infilled(x, S.make_sampler("constant", 8, torch.device("cpu"), value=2.0), seed=0)
+    changed = (out != x).any(1)[0]
+    assert float(changed.float().mean()) == 0.25 and changed[:8, :8].all() and not changed[:8, 8:16].any()
+
+
+def test_sampler_table_runs_on_two_images(capsys):
+    if not (S.COMMITTED / "shapes" / "patchsampler.safetensors").exists():
+        pytest.skip("no committed shapes sampler")
+    T = _table_module()
+    assert T.main(["--data", "shapes", "--nll-images", "2", "--fd-images", "2", "--auc-images", "2", "--N", "1"]) == 0
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln.startswith("| ") and not ln.startswith(("| sampler ", "| ---"))]
+    assert [ln.split("|")[1].strip() for ln in lines] == [name for name, _ in T.SAMPLERS]
+    assert "| noise | 8.000 |" in out  # uniform over 256 levels

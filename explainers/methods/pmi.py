@@ -11,7 +11,11 @@ Algorithm 1, Appendix B–C). For every K×K patch x_r (stride S, patches fully 
 - Eq. 5: IG(Y, x_r | x_\\r) = KL(p(Y | x) ‖ p(Y | x_\\r)) = Σ_c p(c | x) · PMI(c; x_r | x_\\r) ≥ 0;
 - Algorithm 1, line 9: each pixel gets the average of the values of the patches that cover it.
 
-Units are bits (log base 2), as the paper states. The per-patch PMI of every class is returned in
+Units are bits (log base 2), as the paper states. PMI values depend on the sampler: a patch
+whose in-fills look like it (a good sampler on a plain region) carries little PMI, one replaced by
+a grey constant carries much more, so maps made with different samplers are compared by their
+ranking, not their values. Near the border a neighbourhood reaches past the image; the samplers
+read only its pixels inside the image (see ``samplers.geometry``). The per-patch PMI of every class is returned in
 ``extras`` so that :func:`pmi_map` gives the map of any other class (or the difference of two,
 Fig. 5 / 20) with no new forwards.
 """

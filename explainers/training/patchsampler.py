@@ -5,19 +5,26 @@
     python -m explainers fit --explainer patchsampler --data photos --out assets/explainers/samplers/photos
     python -m explainers fit --explainer patchsampler --data FOLDER [--set K=4 --set steps=3000 ...]
 
-``--data`` is a built-in dataset (its train split), ``photos`` (the photographs bundled with
-scikit-image: astronaut, coffee, chelsea, rocket, the stereo motorcycle pair and a few grey-level
-ones, each resized so its shorter side is 256 px, as torchvision's preprocessing does before its
-224 crop) or an image folder. Without ``--out`` the files go to
-``$EXPLAINERS_HOME/fitted/samplers/<data>/``, where ``pmi-ig`` finds them before the committed ones.
+``--data`` is a built-in dataset (its train split; validation on its val split), ``photos`` or an
+image folder (validation on fresh crops of the same pictures: say so when reporting it).
+``photos`` are the colour photographs that ship with scikit-image and scikit-learn (no download),
+each at two scales (shorter side 256 px, as torchvision's preprocessing before its 224 crop, and
+160 px) and mirrored; the pictures in ``HELD_OUT`` are never fitted on and give the validation
+NLL and any figure. Without ``--out`` the files go to ``$EXPLAINERS_HOME/fitted/samplers/<data>/``,
+where ``pmi-ig`` finds them before the committed ones.
 
-Training follows Appendix B.C: random 3K×3K crops (the image reflect-padded by K, as at explanation
-time, with the K×K centre inside the image), cross-entropy of the 256-way categorical of every
-pixel and channel of the hidden centre; Adam with a cosine learning-rate decay. Each step's crops
-come from a generator seeded by (seed, step), so a resumed run (``<name>.ckpt.safetensors``)
-continues exactly as an uninterrupted one. The conditional Gaussian (Zintgraf et al.'s PDA) is
-fitted afterwards on ``gaussian_patches`` crops of the same data: mean and covariance of the
-flattened neighbourhoods, conditioned on the ring once (see ``samplers.gaussian_from_moments``).
+Training: random 3K×3K crops whose K×K centre lies inside the image; the image is ZERO-padded by
+K and a fourth plane marks its pixels, so a crop's known pixels (``geometry.known``: inside the
+image, outside the centre) are exactly what the sampler sees at explanation time and nothing of
+the centre leaks into the ring. Half of each batch is the most varied-ringed quarter of extra
+candidate crops (``focus``; chosen from the ring alone, so the target p(centre | ring) is
+unchanged): shape edges, rare among random crops, are where in-fills went wrong. Loss: the exact
+negative log-likelihood of the centre's 8-bit pixels (``PatchSamplerNet.log_prob``); Adam, cosine learning-rate decay after a short warm-up,
+gradient norm clipped at 1. Each step's crops come from a generator seeded by (seed, step), so a
+resumed run (``<name>.ckpt.safetensors``) continues exactly as an uninterrupted one. The
+conditional Gaussian (Zintgraf et al.'s PDA) is fitted afterwards on ``gaussian_patches`` crops
+lying wholly inside the images: mean and covariance of the flattened neighbourhoods (see
+``samplers.gaussian_from_moments``).
 """
 from __future__ import annotations
 
@@ -30,54 +37,53 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..config import parse
+from ..config import knob, parse
 from ..errors import ExplainerError
-from ..methods.samplers import LEVELS, PatchSamplerNet, fitted_name, gaussian_from_moments, pad_mode
-from ..progress import report
 from ..fitted import Checkpoint, save_fitted, user_dir
+from ..methods.samplers import LEVELS, PatchSamplerNet, fitted_name, gaussian_from_moments, hole_mask, load_gaussian
+from ..methods.samplers.fits import ARCH
+from ..progress import report
 
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "stereo_motorcycle", "camera", "grass", "gravel", "brick", "coins")
+# every colour photograph bundled with scikit-image (by loader name; ``stereo_motorcycle:0`` is the
+# left view of the pair) and scikit-learn (by file name) that loads offline; ``cat`` is ``chelsea``,
+# ``logo`` and ``colorwheel`` are drawings, ``skin`` / ``lily`` need a download
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "stereo_motorcycle:0", "stereo_motorcycle:1", "hubble_deep_field",
+          "retina", "immunohistochemistry", "china.jpg", "flower.jpg")
+HELD_OUT = ("chelsea", "flower.jpg")  # whole pictures never fitted on: validation and figures
+PHOTO_SCALES = (256, 160)  # shorter sides the fitted pictures are used at
 
 
 @dataclass(frozen=True)
 class PatchSamplerFitConfig:
-    """Training options (``--set key=value``).
+    """Training options (``--set key=value``)."""
 
-    K: patch side the sampler is for (3K×3K neighbourhoods); channels: 0 = automatic (1 for
-    grey-level data such as digits, else 3); width: conv channels; kernel2: the second conv's
-    kernel (0 = the first's); steps, batch, lr: Adam;
-    images: at most this many training images; gaussian_patches: crops for the Gaussian;
-    threads: torch CPU threads; checkpoint_every: steps between checkpoints; seed.
-    """
-
-    K: int = 8
-    channels: int = 0
-    width: int = 32
-    kernel2: int = 3
-    steps: int = 2500
-    batch: int = 32
-    lr: float = 2e-3
-    images: int = 3000
-    gaussian_patches: int = 20000
-    threads: int = 1
-    checkpoint_every: int = 100
-    seed: int = 0
+    K: int = knob(8, "patch side K the sampler is for (3K×3K neighbourhoods; paper: 8)", min=1, max=32, step=1)
+    channels: int = knob(0, "0 = automatic (1 for grey-level data such as digits, else 3)", choices=(0, 1, 3))
+    width: int = knob(64, "trunk channels (paper: 256)", min=1, max=512, step=1)
+    head: int = knob(64, "channels of the head that draws the pixel groups", min=1, max=512, step=1)
+    mixtures: int = knob(4, "discretised logistics per pixel", min=1, max=16, step=1)
+    coherent: bool = knob(True, "draw the patch's pixels in six groups, each given the ones before (False: every "
+                          "pixel independently, as the paper; an ablation)")
+    steps: int = knob(2000, "Adam steps", min=1, step=1)
+    batch: int = knob(32, "crops per step", min=1, step=1)
+    lr: float = knob(2e-3, "peak learning rate (cosine decay)", min=1e-6, max=1.0)
+    warmup: int = knob(100, "steps of linear learning-rate warm-up", min=0, step=1)
+    focus: float = knob(0.5, "share of each batch taken from the crops whose known ring varies most (the best "
+                        "quarter of 4× as many candidates); chosen by the ring alone, so p(centre | ring) is unchanged",
+                        min=0.0, max=1.0)
+    images: int = knob(6000, "at most this many training images of a dataset or folder", min=1, step=1)
+    gaussian_patches: int = knob(20000, "crops the conditional Gaussian is fitted on", min=1, step=1)
+    threads: int = knob(1, "torch CPU threads while fitting", min=1, max=64, step=1)
+    checkpoint_every: int = knob(100, "steps between checkpoints", min=1, step=1)
+    seed: int = knob(0, "seeds the initialisation and every step's crops", min=0, step=1)
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if f.name == "channels":
-                if v not in (0, 1, 3):
-                    raise ExplainerError("patchsampler: channels must be 0 (auto), 1 or 3")
-            elif f.name == "seed":
-                continue
-            elif f.name == "kernel2":
-                if v < 0 or (v > 0 and v % 2 == 0):
-                    raise ExplainerError("patchsampler: kernel2 must be 0 (same as the first conv's) or odd")
-            elif not v > 0:
-                raise ExplainerError(f"patchsampler: {f.name} must be positive, got {v}")
+            v, lo, hi = getattr(self, f.name), f.metadata.get("min"), f.metadata.get("max")
+            if (lo is not None and v < lo) or (hi is not None and v > hi):
+                rng = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
+                raise ExplainerError(f"patchsampler fit: {f.name} must be {rng}, got {v}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,25 +98,32 @@ def _resize_short(arr: np.ndarray, short: int = 256) -> np.ndarray:
     return np.asarray(img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR))
 
 
-def photo_images() -> list[np.ndarray]:
-    """scikit-image's bundled photographs as uint8 (H, W, 3), shorter side 256 (no download)."""
+def photo(name: str) -> np.ndarray:
+    """One bundled colour photograph as uint8 (H, W, 3) at its own size (``PHOTOS`` names it)."""
+    if name.endswith(".jpg"):
+        from sklearn.datasets import load_sample_image
+
+        return np.ascontiguousarray(load_sample_image(name)[..., :3])
     import skimage.data
 
+    loader, _, part = name.partition(":")
+    im = getattr(skimage.data, loader)()
+    return np.ascontiguousarray(np.asarray(im[int(part)] if part else im)[..., :3])
+
+
+def photo_images(held_out: bool = False, scales: tuple[int, ...] = PHOTO_SCALES) -> list[np.ndarray]:
+    """The bundled colour photographs (the fitted ones, or the ``HELD_OUT`` ones) at each of ``scales``."""
     out = []
     for name in PHOTOS:
-        try:
-            a = getattr(skimage.data, name)()
-        except Exception:  # noqa: BLE001 - an image missing from this scikit-image build
+        if (name in HELD_OUT) != held_out:
             continue
-        for im in a if isinstance(a, tuple) else (a,):
-            im = np.asarray(im)
-            if im.ndim == 2:
-                im = np.repeat(im[..., None], 3, axis=2)
-            if im.ndim != 3 or im.shape[2] < 3 or im.dtype != np.uint8:
-                continue
-            out.append(_resize_short(np.ascontiguousarray(im[..., :3])))
+        try:
+            im = photo(name)
+        except Exception:  # noqa: BLE001 - a picture missing from this installation
+            continue
+        out += [_resize_short(im, s) for s in scales]
     if not out:
-        raise ExplainerError("no photographs found in this scikit-image installation")
+        raise ExplainerError("no colour photographs found in this scikit-image / scikit-learn installation")
     return out
 
 
@@ -133,7 +146,7 @@ def data_key(data: str) -> str:
 
 
 class CropSource:
-    """Random 3K×3K crops of reflect-padded images, with the K×K centre inside the image."""
+    """Random 3K×3K crops (n, 4, 3K, 3K) uint8 of zero-padded images: RGB and an inside-the-image plane."""
 
     def __init__(self, images: list[np.ndarray], K: int):
         self.K = K
@@ -142,57 +155,70 @@ class CropSource:
             h, w = im.shape[:2]
             if min(h, w) < K:
                 continue
-            t = torch.from_numpy(np.array(im, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].float()
-            self.images.append(F.pad(t, (K,) * 4, mode=pad_mode(K, h, w))[0].to(torch.uint8))
+            t = torch.zeros(4, h + 2 * K, w + 2 * K, dtype=torch.uint8)  # zero padding, never a copy of pixels
+            t[:3, K : K + h, K : K + w] = torch.from_numpy(np.array(im, dtype=np.uint8, copy=True)).permute(2, 0, 1)
+            t[3, K : K + h, K : K + w] = 1
+            self.images.append(t)
         if not self.images:
             raise ExplainerError(f"no training image is at least {K} pixels on its shorter side")
-        self.same = len({tuple(t.shape) for t in self.images}) == 1
-        self.stack = torch.stack(self.images) if self.same else None
         sizes = torch.tensor([t.shape[1] * t.shape[2] for t in self.images], dtype=torch.float64)
         self.weights = sizes / sizes.sum()  # pick images in proportion to their area
 
-    def sample(self, n: int, gen: torch.Generator, flip: bool = True) -> torch.Tensor:
-        """(n, 3, 3K, 3K) uint8 crops."""
-        K, k3 = self.K, 3 * self.K
-        idx = torch.multinomial(self.weights, n, replacement=True, generator=gen)
+    def crops_at(self, idx: list[int], ys: list[int], xs: list[int]) -> torch.Tensor:
+        """The crops whose centres' top-left pixels are (ys, xs) of images ``idx`` (image coordinates)."""
+        k3 = 3 * self.K
+        return torch.stack([self.images[i][:, y : y + k3, x : x + k3] for i, y, x in zip(idx, ys, xs)])
+
+    def sample(self, n: int, gen: torch.Generator, flip: bool = True, interior: bool = False) -> torch.Tensor:
+        """``n`` crops with the centre inside the image (``interior``: the whole crop inside)."""
+        K = self.K
+        lo = K if interior else 0
+        ok = [i for i, t in enumerate(self.images) if t.shape[1] - 2 * K - 2 * lo >= K and t.shape[2] - 2 * K - 2 * lo >= K]
+        if not ok:
+            raise ExplainerError(f"no training image is at least {3 * K} pixels on its shorter side")
+        w = self.weights[ok]
+        idx = [ok[int(j)] for j in torch.multinomial(w / w.sum(), n, replacement=True, generator=gen)]
         u = torch.rand(n, 3, generator=gen, dtype=torch.float64)
-        if self.same:
-            H, W = self.stack.shape[2] - 2 * K, self.stack.shape[3] - 2 * K
-            y = (u[:, 0] * (H - K + 1)).long().clamp_max(H - K)
-            x = (u[:, 1] * (W - K + 1)).long().clamp_max(W - K)
-            ar = torch.arange(k3)
-            rows = (y[:, None] + ar)[:, None, :, None]
-            cols = (x[:, None] + ar)[:, None, None, :]
-            crops = self.stack[idx[:, None, None, None], torch.arange(3)[None, :, None, None], rows, cols]
-        else:
-            out = []
-            for i, j in enumerate(idx.tolist()):
-                t = self.images[j]
-                H, W = t.shape[1] - 2 * K, t.shape[2] - 2 * K
-                y = min(int(u[i, 0] * (H - K + 1)), H - K)
-                x = min(int(u[i, 1] * (W - K + 1)), W - K)
-                out.append(t[:, y : y + k3, x : x + k3])
-            crops = torch.stack(out)
+        ys, xs = [], []
+        for i, j in enumerate(idx):
+            H, W = self.images[j].shape[1] - 2 * K, self.images[j].shape[2] - 2 * K
+            ys.append(lo + min(int(u[i, 0] * (H - K - 2 * lo + 1)), H - K - 2 * lo))
+            xs.append(lo + min(int(u[i, 1] * (W - K - 2 * lo + 1)), W - K - 2 * lo))
+        crops = self.crops_at(idx, ys, xs)
         if flip:
             f = u[:, 2] < 0.5
             crops[f] = crops[f].flip(-1)
         return crops
 
 
-def _targets(crops: torch.Tensor, K: int, channels: int) -> torch.Tensor:
-    centre = crops[:, :, K : 2 * K, K : 2 * K].float()
-    if channels == 1:
-        centre = centre.mean(1, keepdim=True)
-    return centre.round().long().clamp(0, LEVELS - 1)
+def focused_crops(src: CropSource, n: int, focus: float, gen: torch.Generator) -> torch.Tensor:
+    """``n`` crops, a share ``focus`` of them the most varied-ringed quarter of 4× as many candidates.
+
+    The choice reads only the ring's known pixels, never the centre, so the network still learns
+    p(centre | ring) — it sees more of the rings where that is hard (shape edges), fewer flat ones.
+    """
+    m = int(round(n * focus))
+    crops = src.sample(n - m, gen)
+    if m:
+        cand = src.sample(4 * m, gen)
+        known = (cand[:, 3:4] * hole_mask(src.K)).float()
+        rgb = cand[:, :3].float()
+        cnt = known.sum((2, 3)).clamp_min(1)
+        mean = (rgb * known).sum((2, 3)) / cnt
+        var = (((rgb - mean[..., None, None]) ** 2) * known).sum((2, 3)) / cnt
+        crops = torch.cat([crops, cand[var.mean(1).argsort(descending=True, stable=True)[:m]]])
+    return crops
 
 
-def _class_first(logits: torch.Tensor) -> torch.Tensor:
-    """(B, K, K, C, 256) -> (B, 256, C, K, K), the layout cross_entropy wants."""
-    return logits.permute(0, 4, 3, 1, 2)
-
-
-def _inputs(crops: torch.Tensor, net: PatchSamplerNet) -> torch.Tensor:
-    return net.to_input(crops.float() / (LEVELS - 1))
+def batch_tensors(crops: torch.Tensor, net: PatchSamplerNet) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(neighbourhoods in [0, 1] in the net's channels, known masks, centres in [-1, 1]) of uint8 crops."""
+    K = net.K
+    neigh = net.to_input(crops[:, :3].float() / (LEVELS - 1))
+    known = crops[:, 3:4].float() * hole_mask(K)
+    centre = crops[:, :3, K : 2 * K, K : 2 * K].float()
+    if net.channels == 1:
+        centre = centre.mean(1, keepdim=True).round()
+    return neigh, known, centre * 2 / (LEVELS - 1) - 1
 
 
 def nll_bits(net: PatchSamplerNet, crops: torch.Tensor, batch: int = 256) -> float:
@@ -200,11 +226,9 @@ def nll_bits(net: PatchSamplerNet, crops: torch.Tensor, batch: int = 256) -> flo
     tot, n = 0.0, 0
     with torch.no_grad():
         for i in range(0, len(crops), batch):
-            c = crops[i : i + batch]
-            logits = net(_inputs(c, net))
-            ce = F.cross_entropy(_class_first(logits), _targets(c, net.K, net.channels), reduction="sum")
-            tot += float(ce)
-            n += c.shape[0] * net.channels * net.K * net.K
+            neigh, known, x = batch_tensors(crops[i : i + batch], net)
+            tot -= float(net.log_prob(net.trunk(neigh, known), x).sum())
+            n += x.numel()
     return tot / n / math.log(2)
 
 
@@ -213,6 +237,8 @@ def nll_bits(net: PatchSamplerNet, crops: torch.Tensor, batch: int = 256) -> flo
 # ---------------------------------------------------------------------------------------------
 def fit(clf, data: str, out_dir: Optional[str] = None, progress=None, **options) -> Path:
     """Train a PatchSampler (and fit the conditional Gaussian) on ``data``; returns the weights path."""
+    from ..data import BUILTINS
+
     cfg = parse(PatchSamplerFitConfig, options, owner="patchsampler fit")
     key = data_key(str(data))
     out = Path(out_dir) if out_dir else user_dir(f"samplers/{key}")
@@ -231,14 +257,7 @@ def fit(clf, data: str, out_dir: Optional[str] = None, progress=None, **options)
 
         with torch.random.fork_rng():  # seeded weight initialisation, no global side effect
             torch.manual_seed(cfg.seed)
-            net = PatchSamplerNet(K, channels, cfg.width, kernel2=cfg.kernel2)
-        # start the output layer at the pixel-value histogram (the marginal), as a prior
-        t = _targets(src.sample(2048, torch.Generator().manual_seed(cfg.seed + 1)), K, channels)
-        vals = t.permute(1, 0, 2, 3).reshape(channels, -1) + torch.arange(channels)[:, None] * LEVELS
-        hist = torch.bincount(vals.reshape(-1), minlength=channels * LEVELS).float().view(channels, LEVELS)
-        with torch.no_grad():
-            net.out.bias.copy_(torch.log((hist + 1) / (hist + 1).sum(1, keepdim=True)).reshape(-1))
-            net.out.weight.mul_(0.1)
+            net = PatchSamplerNet(K, channels, cfg.width, cfg.head, cfg.mixtures, cfg.coherent)
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
         ckpt = Checkpoint(out, name)
         step, extra = 0, {}
@@ -249,14 +268,14 @@ def fit(clf, data: str, out_dir: Optional[str] = None, progress=None, **options)
         net.train()
         while step < cfg.steps:
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-            crops = src.sample(cfg.batch, gen)
-            lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+            neigh, known, x = batch_tensors(focused_crops(src, cfg.batch, cfg.focus, gen), net)
+            warm = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
             for g in opt.param_groups:
-                g["lr"] = lr
-            logits = net(_inputs(crops, net))
-            loss = F.cross_entropy(_class_first(logits), _targets(crops, K, channels))
+                g["lr"] = cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+            loss = -net.log_prob(net.trunk(neigh, known), x).mean() / channels  # nats per subpixel
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
             opt.step()
             step += 1
             losses.append(loss.item() / math.log(2))
@@ -267,24 +286,26 @@ def fit(clf, data: str, out_dir: Optional[str] = None, progress=None, **options)
         net.eval()
         seconds = time.perf_counter() - start
 
-        # held-out check: the val split of a built-in dataset, else fresh crops (other seed)
         val_crops, val_from = _validation_crops(str(data), src, K, cfg)
-        val_bits = nll_bits(net, val_crops)
         info = {
             "data": str(data),
             "key": key,
             "images": len(src.images),
+            "photos": [p for p in PHOTOS if p not in HELD_OUT] if str(data) == "photos" else None,
+            "held_out": list(HELD_OUT) if str(data) == "photos" else None,
+            "short_side": None if str(data) in BUILTINS else PHOTO_SCALES[0],  # sampler-nll resizes to it
             "steps_done": step,
             "seconds": round(seconds, 1),
             "train_bits_per_subpixel": round(float(np.mean(losses[-100:])), 4),
-            "val_bits_per_subpixel": round(val_bits, 4),
+            "val_bits_per_subpixel": round(nll_bits(net, val_crops), 4),
             "val_from": val_from,
             "command": f"python -m explainers fit --explainer patchsampler --data {data}"
             + "".join(f" --set {k}={v}" for k, v in sorted(options.items())),
-            "architecture": "PatchSamplerNet (Appendix B.C, adapted; see explainers/methods/samplers/fits.py)",
+            "architecture": "PatchSamplerNet: Appendix B.C's trunk, narrower, with pixels drawn in six groups "
+            "(see explainers/methods/samplers/network.py)",
         }
-        config = {**dataclasses.asdict(cfg), "channels": channels, "levels": LEVELS}
-        path = save_fitted(out / f"{name}.safetensors", net, config, **info)
+        config = {**dataclasses.asdict(cfg), "channels": channels, "levels": LEVELS, "arch": ARCH}
+        path = save_fitted(out / f"{name}.safetensors", net, config, **{k: v for k, v in info.items() if v is not None})
         ckpt.remove()
 
         report(progress, cfg.steps, cfg.steps + 1, "fitting the conditional Gaussian")
@@ -298,46 +319,32 @@ def fit(clf, data: str, out_dir: Optional[str] = None, progress=None, **options)
 def _validation_crops(data: str, src: CropSource, K: int, cfg: PatchSamplerFitConfig) -> tuple[torch.Tensor, str]:
     from ..data import BUILTINS
 
+    gen = torch.Generator().manual_seed(cfg.seed + 7)
     if data in BUILTINS:
         from ..data import load_dataset
 
         x, _ = load_dataset(data, "val", limit=200).arrays()
-        vsrc = CropSource(list(x), K)
-        return vsrc.sample(1024, torch.Generator().manual_seed(cfg.seed + 7), flip=False), "val split"
-    return src.sample(1024, torch.Generator().manual_seed(cfg.seed + 7), flip=False), "training images (fresh crops)"
+        return CropSource(list(x), K).sample(1024, gen, flip=False), "val split"
+    if data == "photos":
+        return CropSource(photo_images(held_out=True), K).sample(1024, gen, flip=False), "held-out pictures: " + ", ".join(HELD_OUT)
+    return src.sample(1024, gen, flip=False), "training images (fresh crops)"
 
 
-def gaussian_nll_bits(stats: dict, crops: torch.Tensor, K: int, channels: int) -> tuple[float, float]:
-    """NLL of the hidden centres under the conditional Gaussian, bits per pixel and channel.
-
-    Returns (joint, marginal): the joint density of the whole patch, and the product of its
-    per-pixel marginals — the latter is factorised like the PatchSampler (one independent
-    categorical per pixel and channel), so it is the like-for-like comparison. Densities become
-    probabilities of 8-bit levels by the bin width 1/255 (the clamping to [0, 1] at sampling
-    time is ignored).
-    """
-    from ..methods.samplers import hole_mask
-
-    c = crops.double() / (LEVELS - 1)
-    c = c.mean(1, keepdim=True) if channels == 1 else c
-    flat = c.reshape(len(c), -1)
-    hole = (hole_mask(K) == 0).expand(channels, -1, -1).reshape(-1)
-    mu, A, L = (stats[k].double() for k in ("mu", "A", "L"))
-    resid = flat[:, hole] - (mu[hole] + (flat[:, ~hole] - mu[~hole]) @ A.T)
-    y = torch.linalg.solve_triangular(L, resid.T, upper=False)
-    da = int(hole.sum())
-    logdens = -0.5 * (y**2).sum(0) - torch.log(torch.diagonal(L)).sum() - 0.5 * da * math.log(2 * math.pi)
-    joint = float((-logdens.mean() / da) / math.log(2) + math.log2(LEVELS - 1))
-    var = (L @ L.T).diagonal()  # per-pixel marginals: factorised like the PatchSampler
-    nll = 0.5 * resid**2 / var + 0.5 * torch.log(2 * math.pi * var)
-    marginal = float(nll.mean() / math.log(2) + math.log2(LEVELS - 1))
-    return joint, marginal
+def gaussian_nll_bits(path: Path, crops: torch.Tensor, K: int, channels: int) -> float:
+    """NLL of the hidden centres under the fitted conditional Gaussian (conditioned on each crop's
+    known pixels), bits per pixel and channel: the density times one grey level (1/255 of [0, 1]),
+    i.e. the density discretised to the 256 levels (clamping to [0, 1] when sampling is ignored)."""
+    g = load_gaussian(str(path), "cpu")
+    neigh = crops[:, :3].double() / (LEVELS - 1)
+    known = crops[:, 3].double() * hole_mask(K).double()
+    logdens = g.log_density(neigh, known)
+    return float((-logdens.mean() / (channels * K * K)) / math.log(2) + math.log2(LEVELS - 1))
 
 
 def fit_gaussian(
     src: CropSource, K: int, channels: int, cfg: PatchSamplerFitConfig, out: Path, info: dict, val_crops: torch.Tensor
 ) -> Path:
-    """Mean and covariance of flattened (C, 3K, 3K) neighbourhoods, conditioned on the ring (PDA)."""
+    """Mean and covariance of flattened (C, 3K, 3K) neighbourhoods lying inside the images (PDA)."""
     gen = torch.Generator().manual_seed(cfg.seed + 3)
     D = channels * (3 * K) ** 2
     s1 = torch.zeros(D, dtype=torch.float64)
@@ -345,7 +352,7 @@ def fit_gaussian(
     n = 0
     while n < cfg.gaussian_patches:
         m = min(2048, cfg.gaussian_patches - n)
-        c = src.sample(m, gen).float() / (LEVELS - 1)
+        c = src.sample(m, gen, interior=True)[:, :3].float() / (LEVELS - 1)
         if channels == 1:
             c = c.mean(1, keepdim=True)
         v = c.reshape(m, -1).double()
@@ -356,9 +363,7 @@ def fit_gaussian(
     cov = s2 / n - torch.outer(mean, mean)
     stats = gaussian_from_moments(mean, cov, K, channels)
     config = {"K": K, "channels": channels, "patches": n, "eps": 1e-4}
-    joint, marginal = gaussian_nll_bits(stats, val_crops, K, channels)
-    return save_fitted(
-        out / f"{fitted_name('gaussian', K)}.safetensors", stats, config,
-        data=info["data"], key=info["key"], val_from=info["val_from"],
-        val_bits_per_subpixel=round(joint, 4), val_marginal_bits_per_subpixel=round(marginal, 4),
-    )
+    card = {k: info[k] for k in ("data", "key", "short_side") if info.get(k) is not None}
+    path = save_fitted(out / f"{fitted_name('gaussian', K)}.safetensors", stats, config, **card)
+    bits = gaussian_nll_bits(path, val_crops, K, channels)
+    return save_fitted(path, stats, config, **card, val_from=info["val_from"], val_bits_per_subpixel=round(bits, 4))

@@ -5,10 +5,11 @@ p(y | x_\\r) ≈ 1/N Σ_n p(y | x_\\r, x̃_r^(n)) with x̃_r ~ p(X_r | x̂_\\r),
 3K×3K patch centred on x_r with x_r itself hidden. Every sampler here has that signature; they
 differ in the model of p(X_r | x̂_\\r):
 
-- ``patchsampler``: the paper's PatchSampler (Appendix B.C), a small conv net giving a 256-way
-  categorical per pixel and channel, from which pixels and channels are drawn independently
-  (the paper's factorised model; one forward per patch serves all N in-fills); fitted per
-  dataset and per K by
+- ``patchsampler``: the paper's PatchSampler (Appendix B.C), a conv net over the neighbourhood,
+  narrower than the paper's and with one change beyond it: the patch's pixels are drawn in six
+  interleaved groups, each given the ones drawn before, so one in-fill's pixels agree with each
+  other (the paper draws every pixel independently, which speckles; see ``network``); one trunk
+  forward per patch serves all N in-fills; fitted per dataset and per K by
   ``python -m explainers fit --explainer patchsampler --data SOURCE``;
 - ``gaussian``: the conditional Gaussian of Zintgraf et al.'s PDA (the paper's "C.G." baseline):
   a Gaussian fitted on 3K×3K neighbourhoods of the same data, conditioned on the ring;
@@ -29,28 +30,19 @@ paper's K = 8, ``*_k{K}.safetensors`` for others (``--set K=4``), looked up in
 ``assets/explainers/samplers/<data>/`` (K = 8 for ``shapes``, ``digits`` and ``photos``; K = 4 for ``shapes``). A
 missing K is a one-line error naming the command that fits it; the other samplers work at any K.
 
-Borders: a neighbourhood that reaches past the image edge is completed by reflect padding (the
-paper does not say; the PatchSampler and the Gaussian are fitted on crops padded the same way).
+Borders (the paper does not say): a neighbourhood that reaches past the image edge is zero-padded
+and a mask marks its known pixels (inside the image, outside the hidden patch); every sampler reads
+only those, at explanation time and, for the fitted ones, at fit time, so no pixel of the hidden
+patch reaches a sampler through the padding.
 
-The package: ``geometry`` (patch positions, neighbourhoods, pasting), ``fits`` (the PatchSampler
-network, the conditional Gaussian, and finding / loading their fitted files), ``infill`` (the
-samplers behind one interface, ``make_sampler``, and the seeded in-fill stream ``InFills``).
+The package: ``geometry`` (patch positions, neighbourhoods and their known pixels, pasting),
+``network`` (the PatchSampler), ``gaussian`` (the conditional Gaussian), ``fits`` (finding and
+loading fitted files), ``infill`` (the samplers behind one interface, ``make_sampler``, and the
+seeded in-fill stream ``InFills``), ``evaluate`` (likelihood and roughness of a sampler on images).
 """
-from .fits import (
-    COMMITTED,
-    DEFAULT_K,
-    LEVELS,
-    PatchSamplerNet,
-    find_fitted,
-    fitted_name,
-    gaussian_from_moments,
-    load_gaussian,
-    load_patchsampler,
-    sample_categorical,
-    sample_from_logits,
-    sampler_key,
-)
-from .geometry import hole_mask, neighbourhoods, pad_image, pad_mode, paste, patch_boxes, patch_positions
+from .fits import COMMITTED, DEFAULT_K, find_fitted, fitted_name, load_patchsampler, sampler_key
+from .gaussian import ConditionalGaussian, gaussian_from_moments, load_gaussian
+from .geometry import hole_mask, known, neighbourhoods, pad_image, paste, patch_boxes, patch_positions
 from .infill import (
     CHUNK,
     SAMPLERS,
@@ -66,11 +58,12 @@ from .infill import (
     infills,
     make_sampler,
 )
+from .network import LEVELS, PatchSamplerNet, pixel_groups
 
 __all__ = [
-    "CHUNK", "COMMITTED", "DEFAULT_K", "LEVELS", "SAMPLERS", "STOCHASTIC", "BlurSampler", "ConstantSampler",
-    "GaussianSampler", "InFills", "MeanSampler", "NoiseSampler", "PatchSampler", "PatchSamplerNet", "Sampler",
-    "find_fitted", "fitted_name", "gaussian_from_moments", "hole_mask", "infills", "load_gaussian", "load_patchsampler",
-    "make_sampler", "neighbourhoods", "pad_image", "pad_mode", "paste", "patch_boxes", "patch_positions",
-    "sample_categorical", "sample_from_logits", "sampler_key",
+    "CHUNK", "COMMITTED", "DEFAULT_K", "LEVELS", "SAMPLERS", "STOCHASTIC", "BlurSampler", "ConditionalGaussian",
+    "ConstantSampler", "GaussianSampler", "InFills", "MeanSampler", "NoiseSampler", "PatchSampler", "PatchSamplerNet",
+    "Sampler", "find_fitted", "fitted_name", "gaussian_from_moments", "hole_mask", "infills", "known", "load_gaussian",
+    "load_patchsampler", "make_sampler", "neighbourhoods", "pad_image", "paste", "patch_boxes", "patch_positions",
+    "pixel_groups", "sampler_key",
 ]

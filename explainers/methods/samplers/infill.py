@@ -14,8 +14,10 @@ import torch
 from ...errors import ExplainerError
 from ..references import blur as _blur
 from ..references import reference
-from .fits import DEFAULT_K, LEVELS, find_fitted, load_gaussian, load_patchsampler, sample_from_logits, sampler_key
-from .geometry import hole_mask, neighbourhoods
+from .fits import DEFAULT_K, find_fitted, load_patchsampler, sampler_key
+from .gaussian import load_gaussian
+from .geometry import hole_mask, known, neighbourhoods
+from .network import LEVELS
 
 SAMPLERS = ("patchsampler", "gaussian", "blur", "mean", "noise", "constant")
 STOCHASTIC = ("patchsampler", "gaussian", "noise")
@@ -26,8 +28,9 @@ class Sampler:
     """Draws in-fills (P, N, 3, K, K) for neighbourhoods (P, 3, 3K, 3K).
 
     ``draws(P, N, generator)`` returns all random numbers for P patches up front (or None for a
-    deterministic sampler); ``fill(neigh, draws)`` turns a chunk of neighbourhoods and its slice
-    of the draws into in-fills.
+    deterministic sampler); ``fill(neigh, known, draws, N)`` turns a chunk of neighbourhoods, their
+    known-pixel masks (P, 1, 3K, 3K) (``geometry.known``; None = the whole ring) and its slice of
+    the draws into in-fills. A sampler reads only the pixels ``known`` marks.
     """
 
     deterministic = False
@@ -38,8 +41,13 @@ class Sampler:
     def draws(self, P: int, N: int, generator: torch.Generator) -> Optional[torch.Tensor]:
         return None
 
-    def fill(self, neigh: torch.Tensor, draws: Optional[torch.Tensor], N: int) -> torch.Tensor:
+    def fill(self, neigh: torch.Tensor, known: Optional[torch.Tensor], draws: Optional[torch.Tensor], N: int) -> torch.Tensor:
         raise NotImplementedError
+
+    def _known(self, neigh: torch.Tensor, known: Optional[torch.Tensor]) -> torch.Tensor:
+        if known is None:
+            return hole_mask(self.K, neigh.device).to(neigh.dtype).expand(neigh.shape[0], 1, -1, -1)
+        return known.to(neigh.device, neigh.dtype)
 
     def describe(self) -> dict:
         return {}
@@ -52,23 +60,27 @@ class ConstantSampler(Sampler):
         super().__init__(K, device)
         self.value = value
 
-    def fill(self, neigh, draws, N):
+    def fill(self, neigh, known, draws, N):
         P, K = neigh.shape[0], self.K
         return reference("constant", neigh.new_empty(P, 3, K, K), value=self.value)[:, None].expand(P, N, 3, K, K)
 
 
 class MeanSampler(Sampler):
+    """The known ring pixels' mean colour (grey 0.5 where none is known)."""
+
     deterministic = True
 
-    def fill(self, neigh, draws, N):
-        m = hole_mask(self.K, neigh.device)
-        mean = (neigh * m).sum(dim=(2, 3)) / m.sum()
+    def fill(self, neigh, known, draws, N):
+        m = self._known(neigh, known)
+        cnt = m.sum(dim=(2, 3))
+        mean = torch.where(cnt > 0, (neigh * m).sum(dim=(2, 3)) / cnt.clamp_min(1), torch.full_like(cnt, 0.5))
         P, K = neigh.shape[0], self.K
         return mean[:, None, :, None, None].expand(P, N, 3, K, K)
 
 
 class BlurSampler(Sampler):
-    """Normalised convolution: blur(x · m) / blur(m) on the hole, m = the ring mask, σ = ``sigma``."""
+    """Normalised convolution: blur(x · m) / blur(m) on the hole, m = the known ring, σ = ``sigma``
+    (grey 0.5 where the blurred mask vanishes)."""
 
     deterministic = True
 
@@ -76,12 +88,13 @@ class BlurSampler(Sampler):
         super().__init__(K, device)
         self.sigma = float(sigma) if sigma is not None else K / 2.0
 
-    def fill(self, neigh, draws, N):
+    def fill(self, neigh, known, draws, N):
         K = self.K
-        m = hole_mask(K, neigh.device).expand(neigh.shape[0], 1, -1, -1)
+        m = self._known(neigh, known)
         num = _blur(neigh * m, self.sigma)
-        den = _blur(m, self.sigma).clamp_min(1e-8)
-        out = (num / den)[:, :, K : 2 * K, K : 2 * K].clamp(0, 1)
+        den = _blur(m, self.sigma)
+        out = torch.where(den > 1e-6, num / den.clamp_min(1e-6), torch.full_like(num, 0.5))
+        out = out[:, :, K : 2 * K, K : 2 * K].clamp(0, 1)
         return out[:, None].expand(-1, N, -1, -1, -1)
 
     def describe(self):
@@ -93,7 +106,7 @@ class NoiseSampler(Sampler):
         K = self.K
         return reference("noise", torch.empty(P, N, 3, K, K, device=self.device), generator=generator)
 
-    def fill(self, neigh, draws, N):
+    def fill(self, neigh, known, draws, N):
         return draws
 
 
@@ -101,22 +114,21 @@ class GaussianSampler(Sampler):
     def __init__(self, K, device, key: str):
         super().__init__(K, device)
         self.path = find_fitted("gaussian", key, K)
-        self.stats, cfg = load_gaussian(str(self.path), str(device))
-        self.channels = int(cfg["channels"])
+        self.model = load_gaussian(str(self.path), str(device))
+        self.channels = self.model.channels
 
     def draws(self, P, N, generator):
-        d = self.stats["L"].shape[0]
+        d = self.model.stats["L"].shape[0]
         return torch.randn(P, N, d, generator=generator, device=generator.device).to(self.device)
 
-    def fill(self, neigh, draws, N):
+    def fill(self, neigh, known, draws, N):
         K, C = self.K, self.channels
-        x = neigh.mean(dim=1, keepdim=True) if C == 1 else neigh
-        flat = x.reshape(x.shape[0], -1)
-        hole = (hole_mask(K, x.device) == 0).expand(C, -1, -1).reshape(-1)
-        mu, A, L = self.stats["mu"], self.stats["A"], self.stats["L"]
-        mean = mu[hole] + (flat[:, ~hole] - mu[~hole]) @ A.T  # μ_a|b
-        z = mean[:, None, :] + draws @ L.T  # (P, N, Da)
-        out = z.clamp(0, 1).view(x.shape[0], N, C, K, K)
+        flat = self.model.flat(neigh)
+        z = torch.empty(flat.shape[0], N, draws.shape[-1], dtype=flat.dtype, device=flat.device)
+        for rows, (S, A, L, offset) in self.model.given(self._known(neigh, known)[:, 0]):
+            mean = offset + flat[rows][:, S] @ A.T  # μ_a|S
+            z[rows] = mean[:, None, :] + draws[rows] @ L.T  # (n, N, Da)
+        out = z.clamp(0, 1).view(flat.shape[0], N, C, K, K)
         return out.expand(-1, -1, 3, -1, -1) if C == 1 else out
 
     def describe(self):
@@ -132,15 +144,16 @@ class PatchSampler(Sampler):
 
     def draws(self, P, N, generator):
         K, C = self.K, self.channels
-        return torch.rand(P, K, K, C, N, generator=generator, device=generator.device).to(self.device)
+        return torch.rand(P, N, 1 + C, K, K, generator=generator, device=generator.device).to(self.device)
 
     @torch.no_grad()
-    def fill(self, neigh, draws, N):
-        # one sampler forward per patch; all N in-fills drawn from its per-pixel categoricals
-        logits = self.net(self.net.to_input(neigh).float())  # (P, K, K, C, 256)
-        levels = sample_from_logits(logits, draws)  # (P, K, K, C, N)
-        out = levels.permute(0, 4, 3, 1, 2).to(neigh.dtype) / (LEVELS - 1)
-        return out.expand(-1, -1, 3, -1, -1) if self.channels == 1 else out
+    def fill(self, neigh, known, draws, N):
+        # one trunk forward per patch; the light head draws each of the N in-fills group by group
+        P, C, K = neigh.shape[0], self.channels, self.K
+        t = self.net.trunk(self.net.to_input(neigh).float(), self._known(neigh, known).float())
+        levels = self.net.sample(t.repeat_interleave(N, dim=0), draws.reshape(P * N, 1 + C, K, K).float())
+        out = levels.view(P, N, C, K, K).to(neigh.dtype) / (LEVELS - 1)
+        return out.expand(-1, -1, 3, -1, -1) if C == 1 else out
 
     def describe(self):
         return {"path": str(self.path)}
@@ -190,9 +203,11 @@ class InFills:
         if c not in self._cache:
             sl = slice(c * CHUNK, min((c + 1) * CHUNK, self.P))
             gen = torch.Generator(device=self.x01.device).manual_seed(self.seed * 1_000_003 + c)
-            neigh = neighbourhoods(self.x01, self.y0[sl], self.x0[sl], self.sampler.K)
+            K, (h, w) = self.sampler.K, self.x01.shape[-2:]
+            neigh = neighbourhoods(self.x01, self.y0[sl], self.x0[sl], K)
+            kn = known(h, w, self.y0[sl], self.x0[sl], K, self.x01.device)
             draws = self.sampler.draws(neigh.shape[0], self.N, gen)
-            self._cache[c] = self.sampler.fill(neigh, draws, self.N).to(self.x01.dtype)
+            self._cache[c] = self.sampler.fill(neigh, kn, draws, self.N).to(self.x01.dtype)
         return self._cache[c]
 
     def take(self, r: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
@@ -228,7 +243,8 @@ def infills(
     (``shapes``, ``digits``, ``photos`` or a folder). ``x01`` is (3, H, W) or (1, 3, H, W) in
     [0, 1]; ``patch_xy`` = (x0, y0) is the patch's top-left corner. Returns numpy arrays:
     ``neighbourhood`` (3, 3K, 3K), ``hole`` (3K, 3K) bool, ``infills`` (N, 3, K, K) and
-    ``filled`` (N, 3, 3K, 3K) = the neighbourhood with each in-fill pasted in.
+    ``filled`` (N, 3, 3K, 3K) = the neighbourhood with each in-fill pasted in, and ``known``
+    (3K, 3K) bool = the pixels the sampler read (zero-padded ones outside the image are not).
     """
     if isinstance(clf_or_key, str):
         key, device = clf_or_key, torch.device("cpu")
@@ -254,6 +270,7 @@ def infills(
     return {
         "neighbourhood": neigh.cpu().numpy(),
         "hole": (hole_mask(K) == 0).numpy(),
+        "known": known(h, w, y0, x0, K, device)[0, 0].bool().cpu().numpy(),
         "infills": fills.cpu().numpy(),
         "filled": filled.cpu().numpy(),
     }
