@@ -203,3 +203,50 @@ def test_default_for_photographs_and_builtin_data():
     assert default_for(64) == default_for((64, 64)) == default_for(Image.new("RGB", (28, 28))) == DEFAULT_CLASSIFIER
     assert default_for(np.zeros((64, 64, 3), np.uint8)) == DEFAULT_CLASSIFIER  # not its element count
     assert default_for(Image.new("RGB", (600, 400))) == default_for(_photo("coffee")) == default_for(65) == PHOTO_DEFAULT
+
+
+# ---------------------------------------------------------------------------------------------
+# every method on the real network, with fast settings (shapes and finiteness, not quality:
+# scripts/imagenet_table.py measures that)
+
+FAST = {
+    "occlusion": {"window": 56, "stride": 56},
+    "integrated-gradients": {"steps": 2},
+    "gradcam": {},
+    "saliency": {},
+    "rise": {"masks": 8, "batch_size": 8},
+    "varsal": {"mode": "per-image", "steps": 2, "n_mc": 2, "batch_size": 2, "sinkhorn_iters": 20, "n_samples": 1},
+    # the photos PatchSampler is fitted for K = 8 only (784 patches at stride 8): the cheap blur sampler here
+    "pmi-ig": {"K": 32, "stride": 32, "N": 1, "sampler": "blur"},
+    "mipin": {},
+    "dcontrol": {"generator": "optimise", "iterations": 2, "backgrounds": 2, "finetune_samples": 4},
+    "dssr": {"iterations": 2},
+}
+
+
+def test_every_method_has_fast_settings_here():
+    from explainers import METHODS
+
+    assert set(METHODS) == set(FAST)  # a new method must be added here (and to scripts/imagenet_table.py)
+
+
+@pytest.mark.parametrize("method", sorted(FAST))
+def test_every_method_gives_maps_of_the_input_size(clf, method):
+    from explainers import explain, get_method
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    img = Image.fromarray(_photo("coffee"))
+    r = explain(clf, img, method, **FAST[method])
+    assert r.meta["target"] == 967  # espresso, the top-1 class
+    assert set(r.maps) == set(get_method(method).maps)
+    for name, m in r.maps.items():
+        assert m.shape == (224, 224) and m.dtype == np.float32 and np.isfinite(m).all(), (method, name)
+        assert np.ptp(m) > 0, (method, name)  # not a constant map (MIP-IN's pooled X_0 was one)
+
+
+def test_mipin_inverts_the_head_down_to_the_feature_map(clf):
+    from explainers.methods import mipin as M
+
+    plan = M.get_plan(clf)
+    assert [s.kind for s in plan.stages] == ["avgpool", "linear"] and plan.x0_shape == (1280, 7, 7)
+    assert M.data_free_eligible(plan)

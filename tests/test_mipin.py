@@ -723,7 +723,19 @@ def test_torchvision_architectures_invert_their_classifier_module():
     with pytest.raises(ExplainerError, match="fewer classes"):  # VGG's 25088 -> 4096 inverse: 0.8 GB a class
         T.fit(Classifier("vgg11", nets["vgg11"], list("abcde"), (64, 64), family="torchvision"), pixels(2, (64, 64)), max_memory_gb=1)
     with pytest.raises(ExplainerError, match="no fitted inverses for resnet18.*image folder"):
-        explain(Classifier("resnet18", nets["resnet18"], list("abcde"), (64, 64), family="torchvision"), pixels(1, (64, 64))[0], "mipin", target=0)
+        explain(Classifier("resnet18", nets["resnet18"], list("abcde"), (64, 64), family="torchvision"), pixels(1, (64, 64))[0], "mipin", target=0,
+                data_free=False)
+    # without a fit, the head's only fitted inverse (the top Linear) is its minimum-norm inverse: the
+    # attribution at the pooled features is then w_c·Y_c/‖w_c‖², spread by the forward activations
+    clf = Classifier("resnet18", nets["resnet18"], list("abcde"), (64, 64), family="torchvision")
+    r = explain(clf, pixels(1, (64, 64))[0], "mipin", target=2)
+    assert r.maps["attribution"].shape == (64, 64) and "data-free" in r.meta["fit"]
+    w = nets["resnet18"].fc.weight.detach()[2]
+    a = torch.as_tensor(r.extras["attribution_x0"])  # (512, 2, 2): w_c Y_c / ‖w_c‖² · X / mean X per channel
+    feats = nn.Sequential(*list(nets["resnet18"].children())[:-2])(clf.normalize(pixels(1, (64, 64))))[0]
+    share = feats / feats.mean((1, 2), keepdim=True)
+    want = (w / w.dot(w))[:, None, None] * r.meta["logit"] * torch.where(feats.mean((1, 2), keepdim=True) > 0, share, torch.ones_like(share))
+    assert torch.allclose(a, want * (feats != 0), atol=1e-5 * float(want.abs().max()))
 
 
 def test_torchvision_resnet_head_fits_and_explains(tmp_path):

@@ -76,6 +76,8 @@ from .store import (
     Fit,
     choose_fit,
     clear_fit_cache,
+    data_free_eligible,
+    data_free_params,
     fit_command,
     fitted_paths,
     load_fit,
@@ -89,7 +91,7 @@ __all__ = [
     "apc", "completeness", "positive_apc", "MIPINConfig", "inverse_step", "invert", "Moments", "conv_kernel", "conv_padded",
     "conv_patches", "eig_stats", "explained", "ridge_inverse", "solve_conv", "solve_dense", "solve_diag", "explain_batch", "run",
     "source_image", "SUPPORTED", "Plan", "Record", "Stage", "forward_from_x0", "forward_record", "get_plan",
-    "net_digest", "FIT_NAME", "FIT_VERSION", "Fit", "choose_fit", "clear_fit_cache", "fit_command", "fitted_paths",
+    "net_digest", "FIT_NAME", "FIT_VERSION", "Fit", "choose_fit", "clear_fit_cache", "data_free_eligible", "data_free_params", "fit_command", "fitted_paths",
     "load_fit", "pack", "solve_stage", "solved_params", "unpack", "CONV_LAM_FALLBACK", "CONV_LAMS", "ConvMoments", "Entries",
     "Residuals", "pooled_r2", "residual_r2", "solve_layer", "summary",
 ]

@@ -22,6 +22,8 @@ class MIPINConfig:
       fitted one re-solves every dense (and global-pooling) inverse from the stored statistics.
     - ``forward_relu`` = True: gate the inverted signal where the forward activation is 0
       (Section 4.2). False gives the "global" signal of Fig. 3 (same fitted inverses, no gates).
+    - ``data_free`` = True: with no fit, a classifier-module inversion whose only fitted stage is the
+      top Linear layer (global pooling below it) uses the layer's minimum-norm inverse (``store.data_free_params``).
     - ``fit`` = None: path to a fitted ``mipin.safetensors``; None = the user's fit for the
       classifier (``$EXPLAINERS_HOME/fitted/<id>/``) if it has the class, else the committed one
       (``assets/explainers/<id>/``).
@@ -35,6 +37,9 @@ class MIPINConfig:
                               "(Section 4.2; paper: on; off = the global signal of Fig. 3)")
     fit: Optional[str] = knob(None, "fitted inverses (.safetensors); empty = the classifier's fit",
                               auto="the classifier's fit", advanced=True)
+    data_free: bool = knob(True, "without a fit, a network whose only fitted inverse would be its top Linear layer "
+                           "(global pooling below it, e.g. an ImageNet network) uses that layer's minimum-norm inverse "
+                           "w_c/‖w_c‖² (ours: isotropic features; default on)", advanced=True)
 
     def __post_init__(self) -> None:
         try:
@@ -45,5 +50,7 @@ class MIPINConfig:
             raise ExplainerError(f"mipin: lam must be a finite number in [0, 1e6], got {self.lam}")
         if not isinstance(self.forward_relu, bool):
             raise ExplainerError(f"mipin: forward_relu must be true or false, got {self.forward_relu!r}")
+        if not isinstance(self.data_free, bool):
+            raise ExplainerError(f"mipin: data_free must be true or false, got {self.data_free!r}")
         if self.fit is not None and not isinstance(self.fit, (str, Path)):
             raise ExplainerError(f"mipin: fit must be a path, got {self.fit!r}")

@@ -21,7 +21,8 @@ from ...core import MethodOutput, MethodSpec, register
 from .config import MIPINConfig
 from .inverse import invert
 from .plan import Plan, Record, forward_from_x0, forward_record, get_plan
-from .store import choose_fit, solved_params
+from ...errors import ExplainerError
+from .store import choose_fit, data_free_eligible, data_free_params, solved_params
 
 
 def _to_map(clf: Classifier, plan: Plan, a: torch.Tensor, magnitude: bool = True) -> torch.Tensor:
@@ -63,8 +64,8 @@ def explain_batch(
         A0 = torch.zeros_like(S0)
         layers: list = [None] * B
         for c in sorted(set(targets)):
-            fit = choose_fit(clf, cfg, c)
-            params = solved_params(fit, c, cfg.lam)
+            fit = _fit_or_none(clf, plan, cfg, c)
+            params = solved_params(fit, c, cfg.lam) if fit is not None else data_free_params(clf, plan, c)
             sel = [i for i, t in enumerate(targets) if t == c]
             sub = _select(rec, sel)
             S, A, lay = invert(plan, params, sub, sub.logits[:, c][None], cfg.forward_relu, keep=keep_layers)
@@ -79,6 +80,16 @@ def explain_batch(
             src_logits = forward_from_x0(clf.net, plan, S0.reshape(B, *plan.x0_shape), keep=False).logits
     return {"maps": maps, "source": S0.reshape(B, *plan.x0_shape), "attribution_x0": A0.reshape(B, *plan.x0_shape),
             "source_logits": src_logits.float(), "logits": rec.logits.float(), "layers": layers, "plan": plan}
+
+
+def _fit_or_none(clf: Classifier, plan: Plan, cfg: MIPINConfig, target: int):
+    """The fit for ``target``, or None where there is none and the data-free inverse applies."""
+    try:
+        return choose_fit(clf, cfg, target)
+    except ExplainerError as e:
+        if cfg.data_free and not cfg.fit and data_free_eligible(plan) and "no fitted inverses" in str(e):
+            return None
+        raise
 
 
 def _select(rec: Record, sel: list[int]) -> Record:
@@ -103,7 +114,7 @@ def source_image(clf: Classifier, plan: Plan, s0: torch.Tensor) -> np.ndarray:
 def run(clf: Classifier, x01: torch.Tensor, target: int, cfg: MIPINConfig, progress: Optional[Callable] = None) -> MethodOutput:
     out = explain_batch(clf, x01, [target], cfg, keep_layers=True)
     plan: Plan = out["plan"]
-    fit = choose_fit(clf, cfg, target)
+    fit = _fit_or_none(clf, plan, cfg, target)
     extras: dict[str, Any] = {
         "source": out["source"][0].float().cpu().numpy(),
         "source_image": source_image(clf, plan, out["source"][0]),
@@ -125,9 +136,9 @@ def run(clf: Classifier, x01: torch.Tensor, target: int, cfg: MIPINConfig, progr
     meta = {
         "amortised": True,
         "scope": plan.scope,
-        "fit": fit.path,
-        "fitted_lam": fit.lam,
-        "resolved": not math.isclose(cfg.lam, fit.lam, rel_tol=1e-12),
+        "fit": fit.path if fit is not None else "data-free: the top layer's minimum-norm inverse (no fit)",
+        "fitted_lam": fit.lam if fit is not None else None,
+        "resolved": fit is not None and not math.isclose(cfg.lam, fit.lam, rel_tol=1e-12),
         "unit": unit,
         "units": {"attribution": unit},
         # what the map's values are (the pages' captions): unsigned at the pixels, signed on features

@@ -95,7 +95,14 @@ def _split(net: nn.Module) -> tuple[str, tuple, list[tuple[Optional[str], nn.Mod
             return "none", (), leaves
     cls = type(net).__name__
     if hasattr(net, "features") and isinstance(getattr(net, "classifier", None), nn.Module):
-        if isinstance(getattr(net, "avgpool", None), nn.Module):  # torchvision VGG / AlexNet / EfficientNet
+        pool = getattr(net, "avgpool", None)
+        if isinstance(pool, nn.AdaptiveAvgPool2d) and pool.output_size in (1, (1, 1)):
+            # EfficientNet / MobileNet: a *global* pool. With it in the trunk X_0 would be the pooled
+            # vector (1280x1x1 on efficientnet-lite0), which has no position: a constant map. So X_0 is
+            # the last feature map and the pooling a stage, inverted through the forward activations.
+            head = [("avgpool", pool), ("flatten", nn.Flatten())]
+            return "features", (), head + _leaves(net.classifier, "classifier")
+        if isinstance(pool, nn.Module):  # torchvision VGG / AlexNet
             # The classifier module's input is avgpool(features(x)) flattened: X_0 = that map (512x7x7
             # for VGG at 224, Section 6.1).
             return "features_avgpool", (), [("flatten", nn.Flatten())] + _leaves(net.classifier, "classifier")

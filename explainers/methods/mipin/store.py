@@ -183,3 +183,23 @@ def choose_fit(clf: Classifier, cfg: MIPINConfig, target: Optional[int] = None) 
         raise ExplainerError(f"mipin: the fit {fits[0].path} has no inverse for class {target} (fitted classes: {fits[0].classes})")
     raise _missing_fit(clf, target)
 
+
+
+def data_free_eligible(plan) -> bool:
+    """True when the only fitted inverse of ``plan`` would be its top Linear layer (everything below
+    is pooling, whose inverses come from the forward pass): then :func:`data_free_params` applies."""
+    return plan.scope == "classifier" and all(s.kind in ("avgpool", "maxpool") for s in plan.stages[:-1])
+
+
+def data_free_params(clf: Classifier, plan, cls: int) -> dict:
+    """Stage parameters without a fit, for a network whose only fitted inverse is its top Linear
+    layer (``data_free_eligible``): Eq. 6 with isotropic features (Cov(X) = σ²I, so Cov(X, Y_c) =
+    σ² w_c) and λ → 0, i.e. the minimum-norm inverse of the logit, ``W = w_c / ‖w_c‖²`` and ``b = 0``
+    (no data: no mean). Ours, for networks nobody can fit here (an ImageNet network with no ImageNet
+    images offline); the paper always fits on data."""
+    top = plan.stages[-1]
+    lin = clf.net.get_submodule(top.name)
+    w = lin.weight.detach()[int(cls)].float()
+    W = (w / w.dot(w).clamp_min(1e-30)).view(1, -1, 1)
+    params = {len(plan.stages) - 1: {"W": W, "b": torch.zeros(1, w.numel(), device=w.device)}}
+    return params
