@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--metric", required=True, help="a metric, several joined by commas, or all "
-                   "(pointing, deletion, insertion, m-f, m-i, bbox-accuracy, kl; all; sanity, label-sensitivity)")
+                   "(pointing, deletion, insertion, m-f, m-i, bbox-accuracy, kl; all; sanity, sanity-reference, label-sensitivity)")
     p.add_argument("--split", default="test")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a method parameter (map=NAME picks the map)")
