@@ -22,7 +22,8 @@ An image folder holds one sub-folder per class (sorted names are the classes). I
 ``train``/``val``/``test`` sub-folders (``valid``/``validation`` count as ``val``), each is a split
 with class sub-folders inside, and ``split="all"`` joins them; otherwise the whole folder is one
 split called ``all``, returned whatever split is asked for. Unreadable image files are skipped
-and counted (``ds.skipped``).
+and counted (``ds.skipped``). A flat folder of ``ILSVRC2012_val_*.JPEG`` is ImageNet's validation
+set with its boxes (:mod:`.imagenet_val`), returned as split ``val`` whatever split is asked for.
 """
 from __future__ import annotations
 
@@ -103,7 +104,10 @@ def load_dataset(
     path = Path(name).expanduser()
     if path.is_dir():
         from .folder import load_folder
+        from .imagenet_val import is_imagenet_val, load_imagenet_val
 
+        if is_imagenet_val(path):
+            return load_imagenet_val(path, limit=limit)
         return load_folder(path, split, limit=limit)
     if path.exists():
         raise ExplainerError(f"{name}: not a folder (give a built-in dataset name or a folder with one sub-folder per class)")
