@@ -154,7 +154,8 @@ def cmd_evaluate(args) -> int:
     get_method(args.method)
     clf = _load(args)
     ds = load_dataset(args.data, args.split, limit=args.limit)
-    out = Path(args.out) if args.out else default_out(clf.id, args.data, args.split, args.method)
+    split = getattr(ds, "split", args.split)  # what was read (a folder without splits says so)
+    out = Path(args.out) if args.out else default_out(clf.id, args.data, split, args.method)
     cb, close = tqdm_progress(f"evaluate {args.method}")
     try:
         rows = evaluate(clf, ds, args.method, metrics, out, params, map_name, args.limit, cb,
@@ -166,10 +167,10 @@ def cmd_evaluate(args) -> int:
     if plot:
         plot_summary({args.method: summary}, metrics, Path(plot))
     if args.json:
-        print(json.dumps({"model": clf.id, "method": args.method, "data": str(args.data), "split": args.split, "n": len(rows),
+        print(json.dumps({"model": clf.id, "method": args.method, "data": str(args.data), "split": split, "n": len(rows),
                           "results": out.as_posix(), "metrics": summary}))
     else:
-        print(f"{args.method} on {args.data}/{args.split} with {clf.id} ({len(rows)} images, rows in {out})")
+        print(f"{args.method} on {args.data}/{split} with {clf.id} ({len(rows)} images, rows in {out})")
         print(summary_table({args.method: summary}, metrics))
         missing = [m for m in metrics if not summary[m]["n"] and METRICS[m].needs_region]
         if missing:
