@@ -77,3 +77,17 @@ def test_plain_three_argument_callbacks_still_work(tiny_cnn):
     explainers.explain(clf, torch.rand(3, 12, 12), "pmi-ig", K=4, N=1, stride=2, sampler="mean",
                        progress=lambda d, t, m: calls.append(d))
     assert calls and calls[-1] == 5 * 5
+
+
+def test_dssr_publishes_its_mask_while_it_runs_and_the_result_does_not_change(tiny_cnn):
+    clf = tiny_cnn(side=16, classes=3)
+    img = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(2))
+    kw = dict(iterations=40, early_stop=0.0)
+    parts = []
+    res = explainers.explain(clf, img, "dssr", target=0, progress=lambda d, t, m="", partial=None:
+                             parts.append((d, partial)) if partial is not None else None, **kw)
+    plain = explainers.explain(clf, img, "dssr", target=0, **kw)
+    np.testing.assert_array_equal(res.maps["mask"], plain.maps["mask"])
+    assert [d for d, _ in parts] == [10, 20, 30]  # every tenth report, never the final mask
+    for _, p in parts:
+        assert p["mask"].shape == (16, 16) and np.isfinite(p["mask"]).all()
