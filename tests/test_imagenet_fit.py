@@ -54,3 +54,12 @@ def test_varsal_fit_from_folder_then_explain(env):
     clf = explainers.load_classifier("tv-resnet18", device="cpu")
     r = explainers.explain(clf, torch.rand(3, 224, 224), "varsal", mode="amortised", target=1)
     assert r.maps["mean"].shape == (224, 224) and np.isfinite(r.maps["mean"]).all()
+
+
+def test_dcontrol_fit_from_folder_then_explain(env):
+    assert fit(env, "dcontrol", "epochs=1", "batch_size=3", "width=4", "filter_steps=1", "val_size=2",
+               "checkpoint_every=1") == 0
+    clf = explainers.load_classifier("tv-resnet18", device="cpu")
+    r = explainers.explain(clf, torch.rand(3, 224, 224), "dcontrol", generator="fitted", finetune_samples=1,
+                           iterations=1, target=1)
+    assert r.maps["mask"].shape == (224, 224) and np.isfinite(r.maps["mask"]).all()
