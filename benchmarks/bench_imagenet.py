@@ -87,6 +87,7 @@ def one_method(args) -> dict:
     load_s = time.perf_counter() - t_load
     img = torch.rand(3, 224, 224, generator=torch.Generator().manual_seed(0))
     params = {} if args.paper else MODEST.get(args.one, {})
+    params.update(json.loads(args.set_json or "{}"))
     first = {}
     start = time.perf_counter()
 
@@ -115,7 +116,10 @@ def main() -> None:
     ap.add_argument("--bf16", action="store_true", help="also time bare forwards under bfloat16 autocast")
     ap.add_argument("--channels-last", action="store_true", help="also time bare forwards in channels-last")
     ap.add_argument("--forwards-only", action="store_true", help="only the bare forward rate")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a setting of the methods run (e.g. with --methods pmi-ig: --set stride=16)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--set-json", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         print(json.dumps(one_method(args)))
@@ -134,11 +138,15 @@ def main() -> None:
     if args.forwards_only:
         return
     del clf
+    sets = {}
+    for kv in args.set:
+        k, v = kv.split("=", 1)
+        sets[k] = json.loads(v) if v.replace(".", "", 1).lstrip("-").isdigit() or v in ("true", "false") else v
     print("| method | settings | first map (s) | final map (s) | forwards | peak RSS (MiB) |")
     print("|---|---|---|---|---|---|")
     for m in args.methods.split(","):
         cmd = [sys.executable, __file__, "--one", m, "--model", args.model, "--device", args.device,
-               "--threads", str(args.threads)] + (["--paper"] if args.paper else [])
+               "--threads", str(args.threads), "--set-json", json.dumps(sets)] + (["--paper"] if args.paper else [])
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         try:
             r = json.loads(out.stdout.strip().splitlines()[-1])
