@@ -124,7 +124,7 @@ def ig_map(extras: dict) -> np.ndarray:
 # Eq. 3 accumulated in log space
 # ---------------------------------------------------------------------------------------------
 def _logaddexp_rows(acc: torch.Tensor, rows: torch.Tensor, lp: torch.Tensor) -> None:
-    """acc[r] <- log(exp(acc[r]) + Σ_{i: rows[i] = r} exp(lp[i])) in place (rows sorted ascending)."""
+    """acc[r] <- log(exp(acc[r]) + Σ_{i: rows[i] = r} exp(lp[i])) in place (equal rows adjacent)."""
     u, inv = torch.unique_consecutive(rows, return_inverse=True)
     m = torch.full((len(u), lp.shape[1]), -math.inf, dtype=lp.dtype, device=lp.device)
     m = m.scatter_reduce(0, inv[:, None].expand_as(lp), lp, reduce="amax")
