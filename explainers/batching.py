@@ -56,3 +56,47 @@ def step_generator(seed: int, step: int, device: torch.device | str) -> torch.Ge
     """A generator seeded from (seed, step): training step ``step`` draws the same numbers whether
     the run went straight through or resumed from a checkpoint."""
     return torch.Generator(device=device).manual_seed(int(seed) * 1_000_003 + int(step) + 1)
+
+
+def batch_for_memory(device: torch.device | str, bytes_per_item: int, requested: int, *, share: float = 0.5,
+                     cap: int = 4096) -> int:
+    """A batch size from the device's free memory: on CUDA the larger of ``requested`` and what fits in
+    ``share`` of the free memory (``torch.cuda.mem_get_info``) at ``bytes_per_item`` each, at most
+    ``cap``; elsewhere ``requested`` (CPU batches gain little past a few dozen images). Too large a
+    guess is still safe: ``map_chunks`` halves a batch that runs out of memory."""
+    dev = torch.device(device)
+    if dev.type != "cuda" or not torch.cuda.is_available():
+        return int(requested)
+    free, _ = torch.cuda.mem_get_info(dev)
+    return int(max(int(requested), min(int(cap), int(free * share) // max(1, int(bytes_per_item)))))
+
+
+def forward_bytes(net: torch.nn.Module, x: torch.Tensor) -> int:
+    """Peak activation bytes per image of a no-grad forward of ``net`` on ``x`` (1, C, H, W), measured
+    with forward hooks as the largest sum of one module's input and output (a safe over-estimate of
+    what a batch needs per image beyond the weights). The hooks are removed before returning."""
+    peak = [x.numel() * x.element_size()]
+
+    def hook(_m, inputs, output) -> None:
+        size = sum(t.numel() * t.element_size() for t in (*inputs, output) if isinstance(t, torch.Tensor))
+        peak[0] = max(peak[0], size)
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            net(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return int(peak[0] // max(1, x.shape[0]))
+
+
+def classifier_autocast(device: torch.device | str, bf16: bool):
+    """A context for classifier forwards: bfloat16 autocast on the device when ``bf16`` (CUDA, or CPU
+    where PyTorch supports it), else nothing. Logits come back in bfloat16 under it: callers take
+    ``.float()`` / ``.double()`` before a softmax, as PMI does."""
+    import contextlib
+
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)

@@ -157,7 +157,8 @@ def expected(model_id: str, device: str, method: str, params: dict) -> tuple[str
 
 
 def explanation(model_id: str, device: str, png: bytes, method: str, params: dict[str, Any], target: Optional[int] = None,
-                label: str = "", slot: Optional[str] = None, where: Any = None, show_cost: bool = False) -> work.Outcome:
+                label: str = "", slot: Optional[str] = None, where: Any = None, show_cost: bool = False,
+                draw_partial: Optional[Callable[[Any], None]] = None) -> work.Outcome:
     """A result under the long-work rule (``ui.work``): from the caches when they have it, else
     computed in a thread (on a click when it is expected to take over ``work.LONG_SECONDS``).
     ``slot``: where on the page the result goes (a new request there cancels the old one; default:
@@ -179,7 +180,7 @@ def explanation(model_id: str, device: str, png: bytes, method: str, params: dic
     clf, image = cache.classifier(model_id, device), cache.decode_image(png)
     try:
         out = work.run(slot, key, label, lambda p: cache.compute(clf, image, method, frozen, target, p), estimate,
-                       ready=ready, where=where, memo=False)
+                       ready=ready, where=where, memo=False, draw_partial=draw_partial)
     except ExplainerError as e:
         return work.Outcome("failed", error=e)
     job = work.jobs().get(slot)
@@ -208,7 +209,8 @@ def explain_or_stop(pc: PageContext, method: str, params: dict[str, Any], target
     """:func:`explanation` for the page's classifier and image, with its cost shown; anything but a
     result stops the page (a bad input with one line; a stopped run after drawing its partial maps)."""
     slot = slot or f"page.{method}"
-    out = explanation(pc.model_id, pc.device, pc.png, method, params, target, label, slot, show_cost=True)
+    out = explanation(pc.model_id, pc.device, pc.png, method, params, target, label, slot, show_cost=True,
+                      draw_partial=lambda part: show_partial(pc, method, part, running=True))
     if out.ok:
         return out.result
     if out.state == "failed":
@@ -228,14 +230,16 @@ def partial_maps(partial: Any) -> dict[str, np.ndarray]:
             for k, v in maps.items() if np.ndim(v) == 2}
 
 
-def show_partial(pc: PageContext, method: str, partial: Any) -> None:
-    """Draw the maps of a stopped run's partial result, labelled as such."""
+def show_partial(pc: PageContext, method: str, partial: Any, running: bool = False) -> None:
+    """Draw the maps of a partial result (a stopped run's, or a running one's latest), labelled as such;
+    blank pixels are those not final yet."""
     spec = METHODS[method]
     maps = partial_maps(partial)
     cols = st.columns(max(1, len(maps)))
     for col, (name, arr) in zip(cols, maps.items()):
         with col:
-            chart(plots.map_figure(pc.seen, arr, spec.maps.get(name, "signed"), spec.units.get(name, ""), f"{name} · partial"))
+            chart(plots.map_figure(pc.seen, arr, spec.maps.get(name, "signed"), spec.units.get(name, ""),
+                                  f"{name} · partial{' (so far)' if running else ''}"))
 
 
 def show_maps(image: Optional[np.ndarray], items: list[tuple[np.ndarray, str, str, str]], shared: bool = True,

@@ -9,7 +9,9 @@
   a new key in the same slot cancels the old job (nothing stale is finished or shown).
 - Stop (the button, or Streamlit's own) cancels the job: the engine's progress callback raises
   ``explainers.Cancelled`` at its next report. The slot then shows "Stopped — partial result" (with
-  whatever partial maps the engine reported) until the next click of Run replaces it.
+  whatever partial maps the engine reported) until the next click of Run replaces it. While the
+  job runs, each partial result it publishes (anytime PMI: the finished pixels, NaN elsewhere) is
+  drawn under the progress bar by the caller's ``draw_partial``.
 - A finished result is kept (the caller's cache via ``ready``, or this module's small memo), so a
   widget that does not change the key never recomputes it.
 
@@ -164,7 +166,7 @@ def _start(slot: str, key: Any, label: str, work: Callable, estimate: Optional[f
     return job
 
 
-def _wait(slot: str, job: Job, where: Any) -> None:
+def _wait(slot: str, job: Job, where: Any, draw_partial: Optional[Callable[[Any], None]] = None) -> None:
     """Draw the job's progress (and a Stop button) until it ends. A rerun request interrupts this
     (the job goes on); Streamlit's own Stop and a closed session cancel it. (That needs
     ``runner.fastReruns = false``, as in the repository's config: with fast reruns Streamlit stops
@@ -176,9 +178,16 @@ def _wait(slot: str, job: Job, where: Any) -> None:
         bar = st.progress(job.share, text=job.status())
         st.button("Stop", key=f"work.stop.{slot}", on_click=_stop, args=(slot,), icon=":material/stop_circle:",
                   help="stop this computation; what it finished so far stays on the page")
+        shelf = st.empty()  # the latest partial result, redrawn when a new one arrives
+    drawn = None
     try:
         while job.state == "running":
             bar.progress(job.share, text=job.status())
+            part = job.partial
+            if draw_partial is not None and part is not None and part is not drawn:
+                drawn = part
+                with shelf.container():
+                    draw_partial(part)
             time.sleep(POLL_SECONDS)
     except StopException:
         job.cancel.set()
@@ -188,7 +197,7 @@ def _wait(slot: str, job: Job, where: Any) -> None:
 
 def run(slot: str, key: Any, label: str, work: Callable[[Callable], Any], estimate: Any = None, *,
         ready: Optional[Callable[[], Any]] = None, click: Optional[bool] = None, where: Any = None,
-        memo: bool = True) -> Outcome:
+        memo: bool = True, draw_partial: Optional[Callable[[Any], None]] = None) -> Outcome:
     """The long-work rule for one ``slot`` of the page (see the module's docstring).
 
     ``work(progress)`` computes the result for ``key`` (in a thread; no Streamlit calls);
@@ -196,7 +205,8 @@ def run(slot: str, key: Any, label: str, work: Callable[[Callable], Any], estima
     started; it may raise to refuse the work), None when unknown; ``ready()``: the result if the caller's cache
     has it, else None (asked first); ``click``: wait for a click (default: when the estimate is above
     ``LONG_SECONDS``); ``where``: the container to draw in; ``memo``: keep the result in this module's
-    memo (off when ``ready`` has its own cache).
+    memo (off when ``ready`` has its own cache); ``draw_partial(partial)``: draws a partial result
+    the running job published (Streamlit calls, made in the script while it waits).
     """
     where = where if where is not None else st.container()
     table = jobs()
@@ -228,7 +238,7 @@ def run(slot: str, key: Any, label: str, work: Callable[[Callable], Any], estima
         else:
             return Outcome("stopped", partial=job.partial, share=job.share)
     if job.state == "running":
-        _wait(slot, job, where)
+        _wait(slot, job, where, draw_partial)
     if job.state == "done":
         return Outcome("done", job.result)
     if job.state == "stopped":

@@ -178,3 +178,29 @@ def load(model_id: str, device: torch.device) -> Classifier:
         family="torchvision",
         info={"title": title, "weights": f"{type(weights).__name__}.{weights.name}", "file": str(path)},
     )
+
+
+def random_init(arch: str, device: torch.device | str = "cpu", seed: int = 0, num_classes: int = 1000) -> Classifier:
+    """A torchvision architecture (``resnet18``, ``vgg11``, ``resnet50``, ... or a ``tv-`` id) with
+    random weights (``weights=None``, initialised under ``seed``; the global RNG is left as it was)
+    and the ImageNet preprocessing: for tests and speed measurements without a download. Its maps
+    mean nothing; its shapes and costs are those of the real model."""
+    from torchvision.models import get_model
+
+    arch = MODELS[arch][0] if arch in MODELS else arch.removeprefix("tv-")
+    kwargs = dict(aux_logits=False, init_weights=True) if arch == "googlenet" else {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        net = get_model(arch, weights=None, num_classes=int(num_classes), **kwargs)
+    net.to(device)
+    return Classifier(
+        id=f"tv-{arch}-random{seed}",
+        net=net,
+        labels=[f"class {i}" for i in range(int(num_classes))],
+        input_size=INPUT_SIZE,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        resize=RESIZE,
+        family="torchvision",
+        info={"title": f"{arch} (random weights, seed {seed})", "weights": "random"},
+    )

@@ -322,7 +322,11 @@ def run(clf: Classifier, x01: torch.Tensor, target: int, cfg: DSSRConfig, progre
         lams.append(lam)
         done = it + 1
         if done % every == 0 or done == cfg.iterations:
-            report(progress, done, cfg.iterations, cfg.variant.upper())
+            part = None  # anytime: the mask so far, every tenth report (a tenth of a long run; one host copy)
+            if done % (10 * every) == 0 and done < cfg.iterations and progress is not None:
+                with torch.no_grad():
+                    part = {"mask": effective(m).detach()[0, 0].float().cpu().numpy()}
+            report(progress, done, cfg.iterations, cfg.variant.upper(), partial=part)
         if cfg.early_stop > 0 and done % cfg.patience == 0 and done >= 2 * cfg.patience:
             recent = torch.stack(losses[-2 * cfg.patience:])
             last, before = recent[cfg.patience:].mean(), recent[: cfg.patience].mean()

@@ -33,6 +33,7 @@ from ..config import knob
 from ..core import MethodOutput, MethodSpec, register
 from ..errors import ExplainerError
 from ..progress import report
+from .anytime import coarse_to_fine
 from .samplers import SAMPLERS, InFills, make_sampler, patch_boxes, paste, sampler_key
 
 LN2 = math.log(2.0)
@@ -127,7 +128,7 @@ def ig_map(extras: dict) -> np.ndarray:
 # Eq. 3 accumulated in log space
 # ---------------------------------------------------------------------------------------------
 def _logaddexp_rows(acc: torch.Tensor, rows: torch.Tensor, lp: torch.Tensor) -> None:
-    """acc[r] <- log(exp(acc[r]) + Σ_{i: rows[i] = r} exp(lp[i])) in place (rows sorted ascending)."""
+    """acc[r] <- log(exp(acc[r]) + Σ_{i: rows[i] = r} exp(lp[i])) in place (equal rows adjacent)."""
     u, inv = torch.unique_consecutive(rows, return_inverse=True)
     m = torch.full((len(u), lp.shape[1]), -math.inf, dtype=lp.dtype, device=lp.device)
     m = m.scatter_reduce(0, inv[:, None].expand_as(lp), lp, reduce="amax")
@@ -138,6 +139,16 @@ def _logaddexp_rows(acc: torch.Tensor, rows: torch.Tensor, lp: torch.Tensor) -> 
 def _forward_logp(clf, imgs: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return torch.log_softmax(clf.logits01(imgs).double(), dim=1)
+
+
+def _pmi_ig(logp0: torch.Tensor, log_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-patch PMI of every class (Eq. 4) and IG (Eq. 5), in bits, from ln p(c|x) and ln p(c|x_\\r)."""
+    pmi = (logp0[None, :] - log_q) / LN2
+    # Eq. 5: IG = KL(p(Y|x) ‖ p(Y|x_\\r)). Summed as Σ_c [p ln(p/q) − p + q], whose every term is
+    # ≥ 0 and whose sum equals the KL (Σp = Σq = 1); terms are clamped at 0 against rounding only.
+    p, q = logp0.exp()[None, :], log_q.exp()
+    ig = (p * (logp0[None, :] - log_q) - p + q).clamp_min(0).sum(1) / LN2
+    return pmi, ig
 
 
 def run(clf, x01: torch.Tensor, target: int, config: PMIConfig, progress=None) -> MethodOutput:
@@ -169,24 +180,29 @@ def run(clf, x01: torch.Tensor, target: int, config: PMIConfig, progress=None) -
     # line 7 / Eq. 3: log of the MEAN probability over the N in-fills, accumulated in log space
     C = logp0.shape[0]
     acc = torch.full((P, C), -math.inf, dtype=torch.float64, device=device)
+    # Anytime: patches in coarse-to-fine order (explainers/methods/anytime.py); after each level the
+    # finished pixels are published with their final values. Each patch's N draws stay together.
+    plan = coarse_to_fine(boxes, (h, w))
+    order = torch.as_tensor(plan.order, device=device)
+
     def forward(lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
         jj = torch.arange(lo, hi, device=device)
-        r, n = jj // N, jj % N
-        return r, _forward_logp(clf, paste(x01, y0[r], x0[r], fills.take(r, n)))
+        r, n = order[jj // N], jj % N
+        s = torch.argsort(r * N + n)  # InFills.take wants ascending patches
+        return r, _forward_logp(clf, paste(x01, y0[r], x0[r], fills.take(r[s], n[s])[torch.argsort(s)]))
 
     def accumulate(lo: int, hi: int, out: tuple[torch.Tensor, torch.Tensor]) -> None:
         _logaddexp_rows(acc, *out)
-        report(progress, hi, total, "classifier forwards")
+        partial = None
+        if hi < total and plan.due(hi // N):
+            rows = torch.as_tensor(plan.order[: hi // N], device=device)
+            pmi_d, ig_d = _pmi_ig(logp0, acc[rows] - math.log(N))
+            partial = plan.partial({"pmi": pmi_d[:, target].cpu().numpy(), "ig": ig_d.cpu().numpy()}, hi // N, distribute)
+        report(progress, hi, total, "classifier forwards", partial=partial)
 
     map_chunks(P * N, int(cfg.batch_size), forward, accumulate)
     log_q = acc - math.log(N)  # ln p(c | x_\r), (P, C)
-
-    # Eq. 4: PMI for every class (bits)
-    pmi = (logp0[None, :] - log_q) / LN2
-    # Eq. 5: IG = KL(p(Y|x) ‖ p(Y|x_\r)). Summed as Σ_c [p ln(p/q) − p + q], whose every term is
-    # ≥ 0 and whose sum equals the KL (Σp = Σq = 1); terms are clamped at 0 against rounding only.
-    p, q = logp0.exp()[None, :], log_q.exp()
-    ig = (p * (logp0[None, :] - log_q) - p + q).clamp_min(0).sum(1) / LN2
+    pmi, ig = _pmi_ig(logp0, log_q)
 
     pmi_np = pmi.cpu().numpy()
     ig_np = ig.cpu().numpy()
