@@ -204,7 +204,7 @@ class Grid:
             title = f"{spec.title.split(' (')[0]} · {name}" if len(result.maps) > 1 else spec.title
             c.heads[k].markdown(f"**{title}**")
             cached = " · cached" if result.meta.get("cached") else ""
-            caption = f"{unit} · range {arr.min():.3g} … {arr.max():.3g} · {result.meta['seconds']:.2f} s{cached}"
+            caption = f"{unit} · range {np.nanmin(arr):.3g} … {np.nanmax(arr):.3g} · {result.meta['seconds']:.2f} s{cached}"
             group = self.shown.setdefault(unit, [])
             group.append((c.bodies[k], c.feet[k], arr, kind, caption))
             scale = plots.shared_peak([g[2] for g in group]) if kind != "mask" else None
@@ -262,7 +262,8 @@ def render(pc: page.PageContext, methods: list[str], params: dict[str, dict], ta
     for _, c, t in sorted(todo, key=lambda x: x[0]):  # then the rest, cheapest first
         title = METHODS[c.method].title
         with c.bodies[0].container():
-            out = page.explanation(pc.model_id, pc.device, pc.png, c.method, c.params, t, title, slot=f"grid.{c.method}")
+            out = page.explanation(pc.model_id, pc.device, pc.png, c.method, c.params, t, title, slot=f"grid.{c.method}",
+                                   draw_partial=lambda part, m=c.method: page.show_partial(pc, m, part, running=True, first_only=True))
         if out.ok:
             results[c.method] = for_class(out.result, target, pc.clf.labels)
             grid.draw(c, results[c.method])

@@ -230,12 +230,14 @@ def partial_maps(partial: Any) -> dict[str, np.ndarray]:
             for k, v in maps.items() if np.ndim(v) == 2}
 
 
-def show_partial(pc: PageContext, method: str, partial: Any, running: bool = False) -> None:
+def show_partial(pc: PageContext, method: str, partial: Any, running: bool = False, first_only: bool = False) -> None:
     """Draw the maps of a partial result (a stopped run's, or a running one's latest), labelled as such;
-    blank pixels are those not final yet."""
+    blank pixels are those not final yet. ``first_only``: just its first map (a narrow grid cell)."""
     spec = METHODS[method]
     maps = partial_maps(partial)
-    cols = st.columns(max(1, len(maps)))
+    if first_only:
+        maps = dict(list(maps.items())[:1])
+    cols = st.columns(max(1, len(maps))) if len(maps) > 1 else [st.container()]
     for col, (name, arr) in zip(cols, maps.items()):
         with col:
             chart(plots.map_figure(pc.seen, arr, spec.maps.get(name, "signed"), spec.units.get(name, ""),

@@ -34,7 +34,7 @@ from ..core import MethodOutput, MethodSpec, register
 from ..errors import ExplainerError
 from ..progress import report
 from .anytime import coarse_to_fine
-from .samplers import SAMPLERS, InFills, make_sampler, patch_boxes, paste, sampler_key
+from .samplers import SAMPLERS, InFills, data_key, make_sampler, patch_boxes, paste, sampler_key
 
 LN2 = math.log(2.0)
 
@@ -160,7 +160,7 @@ def run(clf, x01: torch.Tensor, target: int, config: PMIConfig, progress=None) -
         raise ExplainerError(f"pmi-ig: K={K} is larger than the image ({w}x{h}); pick K <= {min(h, w)}")
     device = clf.device
     x01 = x01.to(device).float()
-    key = cfg.sampler_data or sampler_key(clf)
+    key = data_key(cfg.sampler_data) if cfg.sampler_data else sampler_key(clf)  # a folder: the key its fit was saved under
     sampler = make_sampler(cfg.sampler, K, device, key, cfg.value, cfg.sigma)
     N = 1 if sampler.deterministic else int(cfg.N)
 

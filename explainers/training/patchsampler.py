@@ -42,7 +42,7 @@ from ..config import knob, parse
 from ..errors import ExplainerError
 from ..fitted import Checkpoint, save_fitted, user_dir
 from ..methods.samplers import LEVELS, PatchSamplerNet, fitted_name, gaussian_from_moments, hole_mask, load_gaussian
-from ..methods.samplers.fits import ARCH
+from ..methods.samplers.fits import ARCH, data_key
 from ..progress import report
 
 # every colour photograph bundled with scikit-image (by loader name; ``stereo_motorcycle:0`` is the
@@ -138,11 +138,6 @@ def training_images(data: str, limit: int) -> list[np.ndarray]:
         return list(x)
     ds = load_dataset(data, "train", limit=limit)
     return [_resize_short(np.asarray(it.image.convert("RGB"))) for it in ds]
-
-
-def data_key(data: str) -> str:
-    p = Path(data).expanduser()
-    return p.name if p.is_dir() else data
 
 
 class CropSource:

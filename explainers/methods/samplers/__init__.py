@@ -40,7 +40,7 @@ The package: ``geometry`` (patch positions, neighbourhoods and their known pixel
 loading fitted files), ``infill`` (the samplers behind one interface, ``make_sampler``, and the
 seeded in-fill stream ``InFills``), ``evaluate`` (likelihood and roughness of a sampler on images).
 """
-from .fits import COMMITTED, DEFAULT_K, find_fitted, fitted_name, load_patchsampler, sampler_key
+from .fits import COMMITTED, DEFAULT_K, data_key, find_fitted, fitted_name, load_patchsampler, sampler_key
 from .gaussian import ConditionalGaussian, gaussian_from_moments, load_gaussian
 from .geometry import hole_mask, known, neighbourhoods, pad_image, paste, patch_boxes, patch_positions
 from .infill import (
@@ -65,5 +65,5 @@ __all__ = [
     "ConstantSampler", "GaussianSampler", "InFills", "MeanSampler", "NoiseSampler", "PatchSampler", "PatchSamplerNet",
     "Sampler", "find_fitted", "fitted_name", "gaussian_from_moments", "hole_mask", "infills", "known", "load_gaussian",
     "load_patchsampler", "make_sampler", "neighbourhoods", "pad_image", "paste", "patch_boxes", "patch_positions",
-    "pixel_groups", "sampler_key",
+    "pixel_groups", "sampler_key", "data_key",
 ]

@@ -23,6 +23,12 @@ COMMITTED = fitted.committed_dir("samplers")  # the project's fits, one folder p
 # ---------------------------------------------------------------------------------------------
 # finding and loading fitted samplers
 # ---------------------------------------------------------------------------------------------
+def data_key(data: str) -> str:
+    """The key a sampler fitted on ``data`` is saved under: a folder's name, else the data key itself."""
+    p = Path(data).expanduser()
+    return p.name if p.is_dir() else data
+
+
 def sampler_key(clf: Any) -> str:
     """Which fitted samplers a classifier uses: its dataset's, else the natural-photo ones.
 
