@@ -28,7 +28,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from ..batching import map_chunks
+from ..batching import batch_for_memory, classifier_autocast, forward_bytes, map_chunks
 from ..config import knob
 from ..core import MethodOutput, MethodSpec, register
 from ..errors import ExplainerError
@@ -68,6 +68,8 @@ class PMIConfig:
     batch_size: int = knob(64, "classifier forwards per batch (halved on CUDA out-of-memory; the maps do not depend "
                            "on it; default 64)", min=1, max=1024, step=1, advanced=True)
     seed: int = knob(0, "seeds the samplers' random draws (default 0)", min=0, step=1)
+    bf16: bool = knob(False, "bfloat16 autocast for the classifier's forwards (a GPU speed-up; the error is absolute, "
+                      "about 1e-3 bits, so maps with tiny values drown in it: tests/test_pmi.py; default off)", advanced=True)
 
     def __post_init__(self) -> None:
         for name in ("K", "N", "stride", "batch_size"):
@@ -136,9 +138,10 @@ def _logaddexp_rows(acc: torch.Tensor, rows: torch.Tensor, lp: torch.Tensor) -> 
     acc[u] = torch.logaddexp(acc[u], m + torch.log(s))
 
 
-def _forward_logp(clf, imgs: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.log_softmax(clf.logits01(imgs).double(), dim=1)
+def _forward_logp(clf, imgs: torch.Tensor, bf16: bool = False) -> torch.Tensor:
+    with torch.no_grad(), classifier_autocast(clf.device, bf16):
+        logits = clf.logits01(imgs)
+    return torch.log_softmax(logits.double(), dim=1)  # in float64 whatever the forward's precision
 
 
 def _pmi_ig(logp0: torch.Tensor, log_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,7 +175,7 @@ def run(clf, x01: torch.Tensor, target: int, config: PMIConfig, progress=None) -
     report(progress, 0, total, "classifier forwards")
 
     # Algorithm 1, line 3: p(y | x) for every class
-    logp0 = _forward_logp(clf, x01)[0]  # natural log, float64
+    logp0 = _forward_logp(clf, x01, cfg.bf16)[0]  # natural log, float64
     # lines 5-6: N in-fills per patch from the sampler given the 3K×3K neighbourhood (made
     # chunk by chunk as the batches need them; they depend on the seed only)
     fills = InFills(sampler, x01, y0, x0, N, int(cfg.seed))
@@ -189,7 +192,7 @@ def run(clf, x01: torch.Tensor, target: int, config: PMIConfig, progress=None) -
         jj = torch.arange(lo, hi, device=device)
         r, n = order[jj // N], jj % N
         s = torch.argsort(r * N + n)  # InFills.take wants ascending patches
-        return r, _forward_logp(clf, paste(x01, y0[r], x0[r], fills.take(r[s], n[s])[torch.argsort(s)]))
+        return r, _forward_logp(clf, paste(x01, y0[r], x0[r], fills.take(r[s], n[s])[torch.argsort(s)]), cfg.bf16)
 
     def accumulate(lo: int, hi: int, out: tuple[torch.Tensor, torch.Tensor]) -> None:
         _logaddexp_rows(acc, *out)
@@ -200,7 +203,11 @@ def run(clf, x01: torch.Tensor, target: int, config: PMIConfig, progress=None) -
             partial = plan.partial({"pmi": pmi_d[:, target].cpu().numpy(), "ig": ig_d.cpu().numpy()}, hi // N, distribute)
         report(progress, hi, total, "classifier forwards", partial=partial)
 
-    map_chunks(P * N, int(cfg.batch_size), forward, accumulate)
+    batch = int(cfg.batch_size)
+    if device.type == "cuda":  # as many forwards per batch as half the free memory holds, whole patches (N draws) each
+        batch = batch_for_memory(device, forward_bytes(clf.net, clf.normalize(x01)), batch)
+        batch = max(N, batch // N * N) if batch > int(cfg.batch_size) else batch
+    map_chunks(P * N, batch, forward, accumulate)
     log_q = acc - math.log(N)  # ln p(c | x_\r), (P, C)
     pmi, ig = _pmi_ig(logp0, log_q)
 
