@@ -91,3 +91,22 @@ def test_dssr_publishes_its_mask_while_it_runs_and_the_result_does_not_change(ti
     assert [d for d, _ in parts] == [10, 20, 30]  # every tenth report, never the final mask
     for _, p in parts:
         assert p["mask"].shape == (16, 16) and np.isfinite(p["mask"]).all()
+
+
+@pytest.mark.parametrize("method, kw, names", [
+    ("varsal", dict(mode="per-image", steps=20, n_mc=2), ("mean", "std")),
+    ("dcontrol", dict(generator="optimise", iterations=100, finetune_samples=2), ("mask",)),
+])
+def test_per_image_optimisations_publish_their_maps_and_the_result_does_not_change(tiny_cnn, method, kw, names):
+    clf = tiny_cnn(side=16, classes=3)
+    img = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(3))
+    parts = []
+    res = explainers.explain(clf, img, method, target=1, progress=lambda d, t, m="", partial=None:
+                             parts.append((d, t, partial)) if partial is not None else None, **kw)
+    plain = explainers.explain(clf, img, method, target=1, **kw)
+    for name in res.maps:
+        np.testing.assert_array_equal(res.maps[name], plain.maps[name])
+    assert parts and all(d < t for d, t, _ in parts)  # while it runs, never the final map
+    for _, _, p in parts:
+        assert set(p) == set(names)
+        assert all(p[n].shape == (16, 16) and np.isfinite(p[n]).all() for n in names)

@@ -96,6 +96,11 @@ def optimise_z(
         opt.step()
         losses.append(float(loss.detach()))
         if (it + 1) % every == 0 or it + 1 == cfg.iterations:
-            report(progress, it + 1, cfg.iterations, f"loss {losses[-1]:.3f}")
+            part = None  # anytime: the raw mask so far every tenth report (the fine-tuned one needs the end)
+            if progress is not None and (it + 1) % (10 * every) == 0 and it + 1 < cfg.iterations:
+                with torch.no_grad():
+                    z = instance_normalise(p.detach())
+                    part = {"mask": upsample(apply_controller(z, cfg.transformer, cfg.eta, cfg.h), clf.input_size)[0, 0].float().cpu().numpy()}
+            report(progress, it + 1, cfg.iterations, f"loss {losses[-1]:.3f}", partial=part)
     return instance_normalise(p.detach()), losses
 

@@ -17,7 +17,7 @@ from ...progress import report
 from .. import references, softtv
 from ..soft_topk import soft_topk
 from .config import BASELINES, VarSalConfig
-from .encoder import Encoder
+from .encoder import Encoder, upsample
 
 
 def baselines(
@@ -190,6 +190,12 @@ def fit_one_image(
         with torch.no_grad():
             log_nu.clamp_(*Encoder.LOG_NU_RANGE)
         history.append((lik_total / n, float(kl.detach())))
-        report(progress, step + 1, cfg.steps, f"likelihood {lik_total / n:.3f} nats")
+        part = None  # anytime: the posterior so far at each tenth of the run (one host copy), at the input's size
+        if progress is not None and (step + 1) % max(1, cfg.steps // 10) == 0 and step + 1 < cfg.steps:
+            with torch.no_grad():
+                size = tuple(x01.shape[-2:])
+                part = {"mean": upsample(mu.detach()[None], size)[0].float().cpu().numpy(),
+                        "std": upsample((0.5 * log_nu.detach()).exp()[None], size)[0].float().cpu().numpy()}
+        report(progress, step + 1, cfg.steps, f"likelihood {lik_total / n:.3f} nats", partial=part)
     info = {"grid": [h, w], "beta": beta, "steps": cfg.steps, "final_likelihood": history[-1][0], "final_prior_kl": history[-1][1]}
     return mu.detach(), log_nu.detach(), info
