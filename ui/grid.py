@@ -262,8 +262,7 @@ def render(pc: page.PageContext, methods: list[str], params: dict[str, dict], ta
     for _, c, t in sorted(todo, key=lambda x: x[0]):  # then the rest, cheapest first
         title = METHODS[c.method].title
         with c.bodies[0].container():
-            out = page.explanation(pc.model_id, pc.device, pc.png, c.method, c.params, t, title, slot=f"grid.{c.method}",
-                                   draw_partial=lambda part, m=c.method: page.show_partial(pc, m, part, running=True, first_only=True))
+            out = page.explanation(pc.model_id, pc.device, pc.png, c.method, c.params, t, title, slot=f"grid.{c.method}")
         if out.ok:
             results[c.method] = for_class(out.result, target, pc.clf.labels)
             grid.draw(c, results[c.method])
