@@ -51,8 +51,17 @@ def test_method_runs_at_224(net, image, method):
 
 
 def test_mipin_without_fit_names_the_fit_command(net, image):
+    """Without a fit MIP-IN inverts what it can without data (the head's top Linear layer, data_free);
+    asked to use fitted inverses only, it names the command that fits them."""
     with pytest.raises(explainers.ExplainerError, match="fit --explainer mipin"):
-        explainers.explain(net, image, "mipin", target=3)
+        explainers.explain(net, image, "mipin", target=3, data_free=False)
+    if "vgg" in net.id:  # VGG's head is three Linear layers: only a fit inverts it
+        with pytest.raises(explainers.ExplainerError, match="fit --explainer mipin"):
+            explainers.explain(net, image, "mipin", target=3)
+        return
+    r = explainers.explain(net, image, "mipin", target=3)  # ResNet: fc alone, its minimum-norm inverse
+    m = next(iter(r.maps.values()))
+    assert m.shape == (224, 224) and np.isfinite(m).all() and np.ptp(m) > 0
 
 
 def test_random_init_is_seeded_and_leaves_the_global_rng_alone():
