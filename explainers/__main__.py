@@ -152,14 +152,20 @@ def cmd_evaluate(args) -> int:
     params = _parse_sets(args.set)
     map_name = params.pop("map", None)
     get_method(args.method)
-    clf = _load(args)
+    ray = getattr(args, "ray", None) is not None
+    if ray:  # the driver's copy only names the model in the results' header: the GPUs are the workers'
+        from .classifiers import load_classifier
+
+        clf = load_classifier(args.model, device="cpu", arch=args.arch)
+    else:
+        clf = _load(args)
     ds = load_dataset(args.data, args.split, limit=args.limit)
     split = getattr(ds, "split", args.split)  # what was read (a folder without splits says so)
     out = Path(args.out) if args.out else default_out(clf.id, args.data, split, args.method)
     cb, close = tqdm_progress(f"evaluate {args.method}")
     target, seed = getattr(args, "target", "label") or "label", getattr(args, "seed", 0) or 0
     try:
-        if getattr(args, "ray", None) is not None:  # Ray is imported only here
+        if ray:  # Ray is imported only here
             from .evaluation_ray import evaluate_ray
 
             rows = evaluate_ray(clf, ds, args.method, metrics, out, params, map_name, args.limit, cb, target, seed,
