@@ -96,7 +96,9 @@ def _capacity(device: str, cpus_per_worker: float) -> tuple[int, dict]:
         return gpus, {"num_gpus": 1, "num_cpus": cpus_per_worker}
     if device not in ("auto", "cpu"):
         raise ExplainerError(f"--device {device}: the Ray cluster has no GPU")
-    return max(1, int(res.get("CPU", 1) // cpus_per_worker)), {"num_cpus": cpus_per_worker}
+    if res.get("CPU", 0) < cpus_per_worker:  # no actor would ever be placed: say so rather than wait
+        raise ExplainerError(f"--ray-cpus-per-worker {cpus_per_worker:g}: the Ray cluster has {res.get('CPU', 0):g} CPUs")
+    return int(res["CPU"] // cpus_per_worker), {"num_cpus": cpus_per_worker}
 
 
 def evaluate_ray(

@@ -193,3 +193,8 @@ def test_the_command_line_runs_on_ray(setup, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["n"] == 3
     rows = E.read_results(out)[1]
     _same([rows[i] for i in sorted(rows)], setup[2][:3])
+
+
+def test_a_worker_larger_than_the_cluster_is_refused(setup, tmp_path):
+    with pytest.raises(ExplainerError, match="cluster has 2 CPUs"):
+        _run(setup, tmp_path / "r.jsonl", cpus_per_worker=3)
