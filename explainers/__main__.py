@@ -152,14 +152,27 @@ def cmd_evaluate(args) -> int:
     params = _parse_sets(args.set)
     map_name = params.pop("map", None)
     get_method(args.method)
-    clf = _load(args)
+    ray = getattr(args, "ray", None) is not None
+    if ray:  # the driver's copy only names the model in the results' header: the GPUs are the workers'
+        from .classifiers import load_classifier
+
+        clf = load_classifier(args.model, device="cpu", arch=args.arch)
+    else:
+        clf = _load(args)
     ds = load_dataset(args.data, args.split, limit=args.limit)
     split = getattr(ds, "split", args.split)  # what was read (a folder without splits says so)
     out = Path(args.out) if args.out else default_out(clf.id, args.data, split, args.method)
     cb, close = tqdm_progress(f"evaluate {args.method}")
+    target, seed = getattr(args, "target", "label") or "label", getattr(args, "seed", 0) or 0
     try:
-        rows = evaluate(clf, ds, args.method, metrics, out, params, map_name, args.limit, cb,
-                        target=getattr(args, "target", "label") or "label", seed=getattr(args, "seed", 0) or 0)
+        if ray:  # Ray is imported only here
+            from .evaluation_ray import evaluate_ray
+
+            rows = evaluate_ray(clf, ds, args.method, metrics, out, params, map_name, args.limit, cb, target, seed,
+                                model=args.model, arch=args.arch, device=args.device, address=args.ray or None,
+                                cpus_per_worker=args.ray_cpus_per_worker, workers=args.ray_workers)
+        else:
+            rows = evaluate(clf, ds, args.method, metrics, out, params, map_name, args.limit, cb, target=target, seed=seed)
     finally:
         close()
     summary = summarise(rows, metrics)
@@ -293,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="results file (JSON lines; resumed when present)")
     p.add_argument("--plot", default=None, metavar="FILE.png", help="also save a plot of the means with 95%% CIs")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run on Ray: a local instance sized to this machine, or join ADDRESS (auto, ray://host:port)")
+    p.add_argument("--ray-cpus-per-worker", type=float, default=1, metavar="N",
+                   help="CPUs per Ray worker where the cluster has no GPU (its torch threads; default 1)")
+    p.add_argument("--ray-workers", type=int, default=None, metavar="N", help="at most N Ray workers (default: all that fit)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("sampler-nll", help="a PMI sampler's likelihood and in-fill roughness on a folder of images")

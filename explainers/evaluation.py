@@ -7,11 +7,10 @@ with the settings, so an interrupted run loses nothing and a re-run with the sam
 what is done (a different setting is refused rather than mixed in). :func:`summarise` gives the
 mean and a 95% confidence interval (Student t) per metric.
 
-Fanning out: the per-image task takes only plain values (model id, dataset, index, method,
-params), so a pool of workers — one per GPU — can run it; the natural next step is Ray
-(``ray.remote(num_gpus=1)`` actors, each holding the classifier and calling
-:func:`evaluate_item` on a share of the indices), with the rows merged into the same JSON-lines
-file, whose index column makes the merge and the resumption order-free. No home-made scheduler.
+Fanning out: the per-image task takes only plain values (index, item, method, params), so
+:mod:`explainers.evaluation_ray` runs it on Ray actors (one per GPU or CPU share, each holding
+the classifier) and appends their rows to the same file through :func:`plan` /
+:func:`append_row`; the index column makes the merge and the resumption order-free.
 """
 from __future__ import annotations
 
@@ -237,22 +236,25 @@ def _repair(path: Path, head: Optional[dict], rows: dict[int, dict]) -> None:
     os.replace(tmp, path)
 
 
-def evaluate(
-    clf,
-    dataset,
-    method: str,
-    metrics: Iterable[str],
-    out: Path,
-    params: Optional[dict] = None,
-    map_name: Optional[str] = None,
-    limit: Optional[int] = None,
-    progress: Optional[Callable] = None,
-    target: str = "label",
-    seed: int = 0,
-) -> list[dict]:
-    """Run (or resume) an evaluation, appending one JSON line per image to ``out``; returns the
-    rows of the first ``limit`` images in index order. Raise ``Cancelled`` from ``progress`` to
-    stop: every finished image is already on disk."""
+@dataclass
+class Plan:
+    """A run's checked settings and what its results file already holds (shared by the serial run
+    and :mod:`explainers.evaluation_ray`, so either resumes the other's file)."""
+
+    metrics: list[str]
+    params: dict
+    map_name: str
+    n: int
+    out: Path
+    header: dict
+    rows: dict[int, dict]
+    fresh: bool  # no header on disk yet
+
+
+def plan(clf, dataset, method: str, metrics: Iterable[str], out: Path, params: Optional[dict] = None,
+         map_name: Optional[str] = None, limit: Optional[int] = None, target: str = "label", seed: int = 0) -> Plan:
+    """Check the settings (bad ones fail before any work), read the rows already in ``out`` and
+    repair a tail cut by an interruption; refuse a file made with other settings."""
     metrics = parse_metrics(metrics)
     get_method(method)
     map_name = primary_map(method, map_name)
@@ -275,21 +277,59 @@ def evaluate(
         raise ExplainerError(f"{out} holds results made with other settings ({', '.join(diff)}); give another --out or delete it")
     if out.exists():
         _repair(out, head, rows)
-    ctx = Context(method, params, map_name, seed)
-    with out.open("a") as f:
-        if head is None:
-            f.write(json.dumps({"header": want}) + "\n")
-            f.flush()
-        report(progress, sum(1 for i in rows if i < n), n, "resumed" if rows else method)
+    return Plan(metrics, params, map_name, n, out, want, rows, head is None)
+
+
+def open_results(p: Plan):
+    """``p.out`` opened for appending, with the header written first when the file is new."""
+    f = p.out.open("a")
+    if p.fresh:
+        f.write(json.dumps({"header": p.header}) + "\n")
+        f.flush()
+        p.fresh = False
+    return f
+
+
+def append_row(f, p: Plan, row: dict) -> bool:
+    """Write one row (flushed and synced: a stop loses nothing finished) unless its index is
+    already there; False for a duplicate, which is dropped (a row is never written twice)."""
+    i = int(row["index"])
+    if i in p.rows:
+        return False
+    f.write(json.dumps(row) + "\n")
+    f.flush()
+    os.fsync(f.fileno())
+    p.rows[i] = row
+    return True
+
+
+def evaluate(
+    clf,
+    dataset,
+    method: str,
+    metrics: Iterable[str],
+    out: Path,
+    params: Optional[dict] = None,
+    map_name: Optional[str] = None,
+    limit: Optional[int] = None,
+    progress: Optional[Callable] = None,
+    target: str = "label",
+    seed: int = 0,
+) -> list[dict]:
+    """Run (or resume) an evaluation, appending one JSON line per image to ``out``; returns the
+    rows of the first ``limit`` images in index order. Raise ``Cancelled`` from ``progress`` to
+    stop: every finished image is already on disk."""
+    p = plan(clf, dataset, method, metrics, out, params, map_name, limit, target, seed)
+    n, rows = p.n, p.rows
+    ctx = Context(method, p.params, p.map_name, seed)
+    with open_results(p) as f:
         done = sum(1 for i in rows if i < n)
+        report(progress, done, n, "resumed" if rows else method)
         for i in range(n):
             if i in rows:
                 continue
-            row = evaluate_item(clf, dataset[i], i, method, metrics, params, map_name, target, ctx, dataset)
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-            rows[i] = row
+            row = evaluate_item(clf, dataset[i], i, method, p.metrics, p.params, p.map_name, target, ctx, dataset)
+            append_row(f, p, row)
             done += 1
             report(progress, done, n, method)
     return [rows[i] for i in sorted(rows) if i < n]
@@ -360,6 +400,6 @@ def default_out(clf_id: str, data: str, split: str, method: str) -> Path:
 
 
 __all__ = [
-    "Context", "DEFAULT_METRICS", "object_mask", "METRICS", "Metric", "default_out", "done_indices", "evaluate", "evaluate_item",
-    "parse_metrics", "plot_summary", "read_results", "summarise", "summary_table",
+    "Context", "DEFAULT_METRICS", "object_mask", "METRICS", "Metric", "Plan", "append_row", "default_out", "done_indices",
+    "evaluate", "evaluate_item", "open_results", "parse_metrics", "plan", "plot_summary", "read_results", "summarise", "summary_table",
 ]

@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/evaluate_table.py --limit 48 --sanity-limit 12     # markdown on stdout
     .venv/bin/python scripts/evaluate_table.py --plot runs/table/means.png      # the same, plus a plot
+    .venv/bin/python scripts/evaluate_table.py --ray                             # on a local Ray (or --ray auto)
 
 Each method is evaluated with ``explainers.evaluation.evaluate`` (resumable: the JSON-lines files
 under ``--out`` are reused, so an interrupted run continues where it stopped). Slow methods run
@@ -70,6 +71,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="runs/table")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--plot", default=None)
+    ap.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                    help="run on Ray: a local instance sized to this machine, or join ADDRESS (auto, ray://host:port)")
+    ap.add_argument("--ray-cpus-per-worker", type=float, default=1, metavar="N", help="CPUs per Ray worker without GPUs")
     args = ap.parse_args(argv)
 
     get_method("occlusion")
@@ -79,18 +83,27 @@ def main(argv=None) -> int:
     ds = load_dataset(args.data, args.split, limit=args.limit)
     out = Path(args.out)
     slimit = min(args.limit, args.sanity_limit)
+    run = evaluate
+    if args.ray is not None:  # one Ray for every method (each call makes its workers); same files as a serial run
+        from functools import partial
+
+        from explainers.evaluation_ray import connect, evaluate_ray
+
+        connect(args.ray or None)
+        run = partial(evaluate_ray, model=args.model, device=args.device, cpus_per_worker=args.ray_cpus_per_worker)
     summaries, notes, seconds = {}, [], {}
     for m in [s.strip() for s in args.methods.split(",") if s.strip()]:
         params = FAST.get(m, {})
         t0 = time.perf_counter()
         try:
-            rows = evaluate(clf, ds, m, MAIN, out / f"{clf.id}_{args.data}_{m}.jsonl", params, limit=args.limit)
+            # the random control is registered in this process only: it runs here
+            rows = (evaluate if m == "random" else run)(clf, ds, m, MAIN, out / f"{clf.id}_{args.data}_{m}.jsonl", params, limit=args.limit)
             summ = summarise(rows, MAIN)
         except ExplainerError as e:
             notes.append(f"{m}: {e}")
             continue
         try:
-            srows = evaluate(clf, ds, m, SANITY, out / f"{clf.id}_{args.data}_{m}_sanity.jsonl", params, limit=slimit)
+            srows = (evaluate if m == "random" else run)(clf, ds, m, SANITY, out / f"{clf.id}_{args.data}_{m}_sanity.jsonl", params, limit=slimit)
             summ.update(summarise(srows, SANITY))
         except ExplainerError as e:
             summ.update({k: {"n": 0} for k in SANITY})

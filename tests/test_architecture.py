@@ -116,3 +116,28 @@ def test_the_engine_never_imports_streamlit():
 def test_no_engine_file_is_too_long():
     long = {str(p.relative_to(ROOT)): n for p in PKG.rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def test_ray_is_imported_only_inside_evaluation_ray_functions():
+    """Ray is for ``evaluate --ray``: only explainers/evaluation_ray.py imports it, and only inside a
+    function, so the app, the engine and the command line start without it."""
+    files = [*PKG.rglob("*.py"), ROOT / "app.py", *(ROOT / "ui").rglob("*.py"), *(ROOT / "pages").rglob("*.py")]
+    for p in files:
+        tree = ast.parse(p.read_text())
+        top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        every = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+
+        def rays(nodes):
+            names = [a.name for n in nodes if isinstance(n, ast.Import) for a in n.names]
+            names += [n.module or "" for n in nodes if isinstance(n, ast.ImportFrom) and not n.level]
+            return [x for x in names if x.split(".")[0] == "ray"]
+
+        assert not rays(top), f"{p} imports ray at module level"
+        if p != PKG / "evaluation_ray.py":
+            assert not rays(every), f"{p} imports ray (only explainers/evaluation_ray.py may)"
+    assert rays_in(PKG / "evaluation_ray.py")  # the rule looks at the right file
+
+
+def rays_in(path: Path) -> bool:
+    return any(isinstance(n, ast.Import) and any(a.name.split(".")[0] == "ray" for a in n.names)
+               for n in ast.walk(ast.parse(path.read_text())))
