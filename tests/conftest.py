@@ -44,6 +44,18 @@ def build_tiny_cnn(side: int = 12, classes: int = 3, widths: tuple[int, ...] = (
     return Classifier(name, net, [chr(ord("a") + i) for i in range(classes)], (side, side), **classifier)
 
 
+@pytest.fixture()
+def one_thread():
+    """One torch thread for the test (small fits: as fast, and the CPU is shared); restored afterwards.
+    Modules of tiny tensors define their own module-wide, autouse version."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def tiny_cnn():
     """The builder :func:`build_tiny_cnn`: ``tiny_cnn(side, classes, widths, pool, seed=, scale=, nested=, name=)``."""

@@ -79,7 +79,9 @@ def test_a_ray_run_gives_the_serial_rows(setup, tmp_path):
     counts = [x for x in seen if x[0] != "worker"]
     assert counts[0] == (0, N) and counts[-1] == (N, N) and [d for d, _ in counts] == list(range(N + 1))
     assert {x[1] for x in seen if x[0] == "worker"} == {0, 1}  # both workers took images
-    assert _run(setup, out) == rows  # nothing left: read back, no worker made
+    computed = []  # nothing left: every row read back from the file, none computed again
+    assert _run(setup, out, on_row=lambda actors, row, k: computed.append(row["index"])) == rows
+    assert computed == []
 
 
 def test_killed_workers_are_replaced_and_their_images_retried(setup, tmp_path):

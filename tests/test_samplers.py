@@ -63,13 +63,16 @@ def test_paste_writes_only_the_patch():
 # ---------------------------------------------------------------------------------------------
 # categorical sampling and the conditional Gaussian
 # ---------------------------------------------------------------------------------------------
-def test_conditional_gaussian_matches_the_schur_complement():
-    rng = np.random.default_rng(0)
-    K, C = 1, 2
-    D = C * 9
+def _random_moments(seed: int, K: int = 1, C: int = 2) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """K, C, a random positive-definite covariance and a mean over a 3K×3K×C neighbourhood."""
+    rng = np.random.default_rng(seed)
+    D = C * 9 * K * K
     a = rng.normal(size=(D, D))
-    cov = a @ a.T / D + np.eye(D) * 0.1
-    mean = rng.normal(size=D)
+    return K, C, a @ a.T / D + np.eye(D) * 0.1, rng.normal(size=D)
+
+
+def test_conditional_gaussian_matches_the_schur_complement():
+    K, C, cov, mean = _random_moments(0)
     st = S.gaussian_from_moments(torch.tensor(mean), torch.tensor(cov), K, C, eps=0.0)
     hole = np.zeros((C, 3, 3), bool)
     hole[:, 1, 1] = True
@@ -83,12 +86,7 @@ def test_conditional_gaussian_matches_the_schur_complement():
 
 
 def test_border_patches_condition_the_gaussian_on_the_known_pixels_only():
-    rng = np.random.default_rng(1)
-    K, C = 1, 2
-    D = C * 9
-    a = rng.normal(size=(D, D))
-    cov = a @ a.T / D + np.eye(D) * 0.1
-    mean = rng.normal(size=D)
+    K, C, cov, mean = _random_moments(1)
     st = S.gaussian_from_moments(torch.tensor(mean), torch.tensor(cov), K, C, eps=0.0)
     g = S.ConditionalGaussian(st, {"K": K, "channels": C, "eps": 0.0})
     kn = torch.zeros(2, 3, 3)

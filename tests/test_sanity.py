@@ -117,15 +117,6 @@ def test_similarity_reference_values():
 # MIP-IN: no per-image mode, so the check fits it on every network (the original included)
 
 
-@pytest.fixture()
-def one_thread():
-    """Small fits: one thread is as fast, and the CPU is shared (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def shapes_resnet():
     from explainers import load_classifier

@@ -15,14 +15,6 @@ from explainers.sanity import same_way
 
 
 @pytest.fixture()
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture()
 def calls(monkeypatch):
     """Every explanation the check makes: (classifier id, parameters, meta)."""
     seen = []

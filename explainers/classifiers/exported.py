@@ -22,15 +22,20 @@ from ..errors import ExplainerError, one_line
 from .meta import META_NAME, _parse_meta, sidecar_meta
 
 
-def is_exported(path: Path) -> bool:
-    """A ``torch.export.save`` archive: a zip with ``data/weights`` or a serialized program, no TorchScript ``code/``."""
+def zip_names(path: Path) -> list[str]:
+    """The member names of a zip archive (TorchScript and torch.export files are zips); [] for anything else."""
     if not zipfile.is_zipfile(path):
-        return False
+        return []
     try:
         with zipfile.ZipFile(path) as z:
-            names = z.namelist()
+            return z.namelist()
     except (zipfile.BadZipFile, OSError):
-        return False
+        return []
+
+
+def is_exported(path: Path) -> bool:
+    """A ``torch.export.save`` archive: a zip with ``data/weights`` or a serialized program, no TorchScript ``code/``."""
+    names = zip_names(path)
     if any("/code/" in n or n.endswith("/constants.pkl") for n in names):
         return False  # TorchScript
     return any("/models/" in n or "serialized_exported_program" in n or "/data/weights/" in n for n in names)

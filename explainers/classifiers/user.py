@@ -29,7 +29,6 @@ import pickle
 import re
 import struct
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -46,14 +45,9 @@ _CONTAINERS = ("state_dict", "model_state_dict", "model", "net", "module")
 
 # -- reading files ------------------------------------------------------------------------------
 def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return False
-    return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
+    from .exported import zip_names
+
+    return any(n.endswith("/constants.pkl") or "/code/" in n for n in zip_names(path))
 
 
 def _is_safetensors(path: Path) -> bool:
