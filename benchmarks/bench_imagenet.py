@@ -15,7 +15,11 @@ memory are those of the real model, the maps mean nothing. Prints
 - PMI's seconds against the same number of bare forwards (the PMI-to-bare-forwards ratio).
 
 The settings are modest ones that finish in minutes on a 2-core CPU (``MODEST``); ``--paper`` uses
-each method's defaults instead (PMI: K = 8, N = 8, S = 4, about 24k forwards).
+each method's defaults instead (PMI: K = 8, N = 8, S = 4, about 24k forwards); ``--sized`` the
+settings the app starts with for this input size and device (``explainers.cost.sized_defaults``:
+the lighter ones on a CPU at 224 px, the defaults on a GPU), with the per-image methods forced to
+optimise (VarSal ``mode=per-image``, the controller ``generator=optimise``: a random network has
+no fits).
 """
 from __future__ import annotations
 
@@ -42,6 +46,9 @@ MODEST = {
     "dssr": dict(iterations=40),
     "pmi-ig": dict(K=16, stride=8, N=1, sampler="blur", batch_size=32),
 }
+
+
+PER_IMAGE = {"varsal": dict(mode="per-image"), "dcontrol": dict(generator="optimise")}
 
 
 def _classifier(model: str, device: str, channels_last: bool = False):
@@ -86,7 +93,12 @@ def one_method(args) -> dict:
     clf = _classifier(args.model, args.device)
     load_s = time.perf_counter() - t_load
     img = torch.rand(3, 224, 224, generator=torch.Generator().manual_seed(0))
-    params = {} if args.paper else MODEST.get(args.one, {})
+    if args.sized:
+        from explainers.cost import sized_defaults
+
+        params = {**PER_IMAGE.get(args.one, {}), **sized_defaults(args.one, tuple(clf.input_size), clf.device)[0]}
+    else:
+        params = {} if args.paper else MODEST.get(args.one, {})
     params.update(json.loads(args.set_json or "{}"))
     first = {}
     start = time.perf_counter()
@@ -113,6 +125,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)))
     ap.add_argument("--methods", default=",".join([*MODEST, "mipin"]))
     ap.add_argument("--paper", action="store_true", help="each method's defaults instead of the modest settings")
+    ap.add_argument("--sized", action="store_true", help="the app's settings for 224 px on this device (cost.sized_defaults)")
     ap.add_argument("--bf16", action="store_true", help="also time bare forwards under bfloat16 autocast")
     ap.add_argument("--channels-last", action="store_true", help="also time bare forwards in channels-last")
     ap.add_argument("--forwards-only", action="store_true", help="only the bare forward rate")
@@ -146,7 +159,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for m in args.methods.split(","):
         cmd = [sys.executable, __file__, "--one", m, "--model", args.model, "--device", args.device,
-               "--threads", str(args.threads), "--set-json", json.dumps(sets)] + (["--paper"] if args.paper else [])
+               "--threads", str(args.threads), "--set-json", json.dumps(sets)] + (["--paper"] if args.paper else []) \
+            + (["--sized"] if args.sized else [])
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         try:
             r = json.loads(out.stdout.strip().splitlines()[-1])

@@ -22,12 +22,14 @@ with st.expander(f"Methods for {pc.model_id}: {len(runnable)} of {len(methods)} 
                  + (f", {sum(bool(marks[m].fit) for m in runnable)} without their fit" if any(marks[m].fit for m in runnable) else "")):
     grid.explain_marks(marks, pc.model_id)
 with head[1]:
-    params = grid.knob_values(chosen, pc.clf)
+    lighter = widgets.lighter(pc, chosen)  # fewer iterations for 224 px on a CPU; the papers' values one click away
+    params = grid.knob_values(chosen, pc.clf, lighter)
 with st.expander("More settings, per method"):
     tabs = st.tabs(chosen) if chosen else []
     for tab, m in zip(tabs, chosen):
         with tab:
-            params[m].update(widgets.config_widgets(m, skip=[k.field for k in grid.KNOBS if k.method == m], key="compare."))
+            params[m].update(widgets.config_widgets(m, skip=[k.field for k in grid.KNOBS if k.method == m], key="compare.",
+                                                    defaults=lighter.get(m)))
 st.caption(
     f"**{pc.model_id}** on {pc.device} · class **{pc.clf.labels[target]}** · each cell says how long it should take; "
     f"work expected to take over {work.duration(work.LONG_SECONDS)} starts on its Run button, and a finished map is "

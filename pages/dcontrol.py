@@ -4,7 +4,7 @@ import streamlit as st
 
 from explainers.errors import ExplainerError
 from explainers.methods.dcontrol import GENERATORS, TRANSFORMERS, DControlConfig, apply_controller, masks_from_z
-from ui import page, plots_dcontrol
+from ui import page, plots_dcontrol, widgets
 from ui.widgets import help_for, kept, target_picker
 
 st.title("Distribution controller")
@@ -27,6 +27,7 @@ generator = c2.selectbox("Generator", GENERATORS, **kept("dc.generator", d.gener
 with c3:
     cls = target_picker(pc.top, key="dc.class", label="Explain the class (top 5)")
 params = {k: v for k, v in {"transformer": transformer, "generator": generator}.items() if v != getattr(d, k)}
+params = {**widgets.lighter(pc, ["dcontrol"])["dcontrol"], **params}  # fewer per-image iterations for 224 px on a CPU
 
 res = page.explain_or_stop(pc, "dcontrol", params, cls, "Distribution controller", slot="dcontrol")
 m = res.meta

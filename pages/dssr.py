@@ -35,7 +35,9 @@ lam_x = s1.select_slider("λ × H·W", plots_dssr.LAM_STEPS, **kept(f"dssr.lam.{
 two_stage = variant in ("dssr+", "dssr")
 theta = s2.slider("θ (two-stage λ)", 0.0, 1.0, step=0.05, **kept("dssr.theta", d.theta), disabled=not two_stage,
                   help=help_for(DSSRConfig, "theta"))
-iterations = widgets.knob(DSSRConfig, "iterations", "dssr.iterations", where=s3, label="Iterations")
+lighter = widgets.lighter(pc, ["dssr"])["dssr"]  # fewer iterations for 224 px on a CPU; the paper's one click away
+iterations = widgets.knob(DSSRConfig, "iterations", "dssr.iterations", where=s3, label="Iterations",
+                          default=lighter.get("iterations", d.iterations))
 lr = s4.select_slider("Learning rate (Adam)", plots_dssr.LR_STEPS, **kept("dssr.lr", d.lr, lambda v: v in plots_dssr.LR_STEPS),
                       help=help_for(DSSRConfig, "lr"))
 

@@ -18,7 +18,7 @@ st.caption(
 pc = page.prologue()
 clf, seen = pc.clf, pc.seen
 
-params = pmi_controls(clf)
+params = pmi_controls(clf, defaults=widgets.lighter(pc, ["pmi-ig"])["pmi-ig"])
 cls = target_picker(pc.top, key="pmi.class", label="PMI for the class (top 5)")
 res = page.explain_or_stop(pc, "pmi-ig", params, pc.top[0][0], "PMI & IG", slot="pmi")  # every class in one run
 

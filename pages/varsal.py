@@ -43,6 +43,7 @@ if baseline != defaults.baseline:
     params["baseline"] = baseline
 if mode != defaults.mode:
     params["mode"] = mode
+params = {**widgets.lighter(pc, ["varsal"])["varsal"], **params}  # fewer per-image steps for 224 px on a CPU
 
 res = page.explain_or_stop(pc, "varsal", params, pc.top[0][0], "VarSal", slot="varsal")  # the maps do not depend on the class
 

@@ -108,8 +108,10 @@ def _k_select(clf, where) -> int:
                                 f"{', '.join(map(str, options))}{more}")
 
 
-def knob_values(methods: list[str], clf=None) -> dict[str, dict[str, Any]]:
-    """Draw the up-front knobs for the methods present; returns per-method parameter overrides."""
+def knob_values(methods: list[str], clf=None, defaults: Optional[dict[str, dict]] = None) -> dict[str, dict[str, Any]]:
+    """Draw the up-front knobs for the methods present; returns per-method parameter overrides.
+    ``defaults`` ({method: params}, ``widgets.lighter``) start their knobs elsewhere."""
+    defaults = defaults or {}
     knobs = [k for k in KNOBS if k.method in methods]
     out: dict[str, dict[str, Any]] = {m: {} for m in methods}
     cols = st.columns(max(1, len(knobs)))
@@ -120,8 +122,10 @@ def knob_values(methods: list[str], clf=None) -> dict[str, dict[str, Any]]:
             v = _k_select(clf, col)
         else:
             fallback = {n: v for n, v in (("min", k.lo), ("max", k.hi), ("step", k.step), ("help", k.help)) if v not in (None, "")}
-            v = widgets.field_widget(f, typing.get_type_hints(config)[k.field], f"knob.{k.method}.{k.field}", where=col,
-                                     label=k.label, fallback=fallback)
+            start = defaults.get(k.method, {}).get(k.field, f.default)
+            v = widgets.field_widget(f, typing.get_type_hints(config)[k.field],
+                                     f"knob.{k.method}.{k.field}" + (".lighter" if start != f.default else ""), where=col,
+                                     label=k.label, fallback=fallback, default=start)
         if v is not widgets.SKIP and v != f.default:
             out[k.method][k.field] = v
     return out

@@ -79,23 +79,27 @@ def _help(meta: dict, default: Any) -> Optional[str]:
 
 
 def field_widget(f: dataclasses.Field, typ: Any, key: str, where: Any = st, label: Optional[str] = None,
-                 fallback: Optional[dict] = None) -> Any:
+                 fallback: Optional[dict] = None, default: Any = dataclasses.MISSING) -> Any:
     """One widget for one config field, in ``where`` (``st`` or a column); returns its value.
 
     A select box when the field has ``choices``, a slider when it has both ``min`` and ``max``, a
     number input otherwise (also for a range whose default is ``None``: a slider cannot show
     "automatic", the empty number input shows the field's ``auto`` word instead). ``fallback``
     supplies ``min``/``max``/``step``/``help`` the field's metadata lacks. The label names the
-    paper's symbol; the help says the default.
+    paper's symbol; the help says the default. ``default`` replaces the field's default as the
+    widget's starting value (the lighter settings of :func:`lighter`); the help still names the
+    config's.
     """
-    d = f.default
-    if d is dataclasses.MISSING:
+    if f.default is dataclasses.MISSING:
         return SKIP
+    d = f.default if default is dataclasses.MISSING else default
     meta = {**(fallback or {}), **f.metadata}
     base, optional = _base_type(typ)
     symbol, auto = meta.get("symbol"), meta.get("auto")
     label = label or (f"{f.name} ({symbol})" if symbol and symbol != f.name else f.name)
-    helptext = _help(meta, d)
+    helptext = _help(meta, f.default)
+    if d != f.default:
+        helptext = f"{helptext}; starts at {d} here, a lighter setting for this input size and device"
     choices = meta.get("choices")
     if choices:
         options = list(choices) + ([None] if d is None and None not in choices else [])
@@ -127,18 +131,21 @@ def field_widget(f: dataclasses.Field, typ: Any, key: str, where: Any = st, labe
     return SKIP
 
 
-def config_widgets(method: str, skip: Iterable[str] = (), key: str = "") -> dict[str, Any]:
+def config_widgets(method: str, skip: Iterable[str] = (), key: str = "", defaults: Optional[dict] = None) -> dict[str, Any]:
     """One input per field of ``method``'s config (see :func:`field_widget`); fields marked
     ``advanced`` appear behind a checkbox. Widget keys are ``{key}{method}.{field}``.
 
-    Returns only the values the user changed from the defaults, so cache keys stay short and a
-    method's defaults remain the single source of truth.
+    Returns only the values that differ from the config's defaults, so cache keys stay short and a
+    method's defaults remain the single source of truth. ``defaults`` (the lighter settings of
+    :func:`lighter`) start their widgets elsewhere; those widgets get their own keys
+    (``...{field}.lighter``), so ticking the paper's settings brings back the config's values.
     """
-    return config_inputs(get_method(method).config, skip=skip, key=f"{key}{method}.")
+    return config_inputs(get_method(method).config, skip=skip, key=f"{key}{method}.", defaults=defaults)
 
 
-def config_inputs(config: type, skip: Iterable[str] = (), key: str = "") -> dict[str, Any]:
+def config_inputs(config: type, skip: Iterable[str] = (), key: str = "", defaults: Optional[dict] = None) -> dict[str, Any]:
     """:func:`config_widgets` for a config class; widget keys are ``{key}{field}``."""
+    defaults = dict(defaults or {})
     hints = typing.get_type_hints(config)
     fields = [f for f in dataclasses.fields(config) if f.name not in set(skip) and f.default is not dataclasses.MISSING]
     main = [f for f in fields if not f.metadata.get("advanced")]
@@ -146,12 +153,40 @@ def config_inputs(config: type, skip: Iterable[str] = (), key: str = "") -> dict
     if extra:
         if st.checkbox("show the advanced settings", help=", ".join(f.name for f in extra), **kept(f"{key}advanced", False)):
             main += extra
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {f.name: defaults[f.name] for f in fields if f.name in defaults and f not in main}  # not drawn
     for f in main:
-        v = field_widget(f, hints.get(f.name, Any), f"{key}{f.name}")
+        if f.name in defaults:
+            v = field_widget(f, hints.get(f.name, Any), f"{key}{f.name}.lighter", default=defaults[f.name])
+        else:
+            v = field_widget(f, hints.get(f.name, Any), f"{key}{f.name}")
         if v is not SKIP and v != f.default:
             out[f.name] = v
     return out
+
+
+def lighter(pc: Any, methods: Iterable[str], where: Any = st) -> dict[str, dict]:
+    """The settings that replace the papers' defaults for this input size and device
+    (``explainers.cost.sized_defaults``: fewer iterations and forwards for 224-px inputs on a CPU),
+    per method, and the one click back: a toggle for the papers' values, shown with what it changes.
+    Returns ``{method: params}`` — empty dicts when the defaults stand or the toggle is on."""
+    from explainers.cost import sized_defaults
+
+    sized = {m: sized_defaults(m, tuple(pc.clf.input_size), pc.device) for m in methods}
+    found = {m: s for m, s in sized.items() if s[0]}
+    out: dict[str, dict] = {m: {} for m in methods}
+    if not found:
+        return out
+    h, w = pc.clf.input_size
+    what = "; ".join(f"**{m}** {line.split(': ', 1)[-1].split(';')[0]}" for m, (_, line) in found.items())
+    paper = where.toggle("Paper's settings", help="the methods' own defaults (the papers' values): slower on this device",
+                         **kept("lighter.paper", False, lambda v: isinstance(v, bool)))
+    if paper:
+        where.caption(f"The papers' settings, as the configs define them (slower for {w}×{h} on the {pc.device}).")
+        return out
+    where.caption(f":material/speed: Lighter settings for {w}×{h} on the {pc.device}: {what}. Maps made with them "
+                  "can differ from the papers' (README, *Every method on a real ImageNet network*); the toggle "
+                  "brings the papers' values back.")
+    return {m: dict(found[m][0]) if m in found else {} for m in methods}
 
 
 def help_for(config: type, name: str) -> Optional[str]:
@@ -160,10 +195,14 @@ def help_for(config: type, name: str) -> Optional[str]:
     return _help(dict(f.metadata), f.default)
 
 
-def knob(config: type, name: str, key: str, where: Any = st, label: Optional[str] = None, **fallback: Any) -> Any:
-    """The widget of one field of ``config`` (its range, help and default from the field)."""
+def knob(config: type, name: str, key: str, where: Any = st, label: Optional[str] = None,
+         default: Any = dataclasses.MISSING, **fallback: Any) -> Any:
+    """The widget of one field of ``config`` (its range, help and default from the field; a
+    ``default`` given here — a lighter setting — starts it elsewhere, under its own key)."""
     f = next(f for f in dataclasses.fields(config) if f.name == name)
-    return field_widget(f, typing.get_type_hints(config)[name], key, where, label, fallback)
+    if default is not dataclasses.MISSING and default != f.default:
+        key = f"{key}.lighter"
+    return field_widget(f, typing.get_type_hints(config)[name], key, where, label, fallback, default)
 
 
 # ------------------------------------------------------------------------------------ PMI
@@ -190,9 +229,11 @@ def fit_command(data: str, K: int | str = "K") -> str:
     return f"python -m explainers fit --explainer patchsampler --data {data} --set K={K}"
 
 
-def pmi_controls(clf, key: str = "pmi") -> dict[str, Any]:
+def pmi_controls(clf, key: str = "pmi", defaults: Optional[dict] = None) -> dict[str, Any]:
     """Select boxes for the sampler and K (the fitted K values for the fitted samplers, with the
-    command that fits another), sliders for N and the stride S; returns the params."""
+    command that fits another), sliders for N and the stride S; returns the params. ``defaults``
+    (:func:`lighter`) start N and S elsewhere, under their own keys."""
+    defaults = dict(defaults or {})
     side = min(clf.input_size)
     data = sampler_key(clf)
     d = PMIConfig()
@@ -212,9 +253,11 @@ def pmi_controls(clf, key: str = "pmi") -> dict[str, Any]:
                      help=f"{PMIConfig.__dataclass_fields__['K'].metadata['help']}. "
                           + (f"Fitted samplers exist for K = {', '.join(map(str, options))} on {data}; fit another with "
                              f"`{fit_command(data)}`" if sampler in FITTED else "Any K works with this sampler."))
-    N = knob(PMIConfig, "N", remember(f"{key}.N", d.N), where=c3, label="N (in-fills per patch)")
-    stride = c4.slider("stride S", 1, K, help=help_for(PMIConfig, "stride"),
-                       **kept(f"{key}.stride", min(d.stride, K), lambda v: isinstance(v, int) and 1 <= v <= K))
+    n0, s0 = defaults.get("N", d.N), defaults.get("stride", d.stride)
+    lighter_n, lighter_s = (".lighter" if n0 != d.N else ""), (".lighter" if s0 != d.stride else "")
+    N = knob(PMIConfig, "N", remember(f"{key}.N{lighter_n}", n0), where=c3, label="N (in-fills per patch)")
+    stride = c4.slider("stride S", 1, K, help=help_for(PMIConfig, "stride") + (f"; starts at {s0} here, a lighter setting" if lighter_s else ""),
+                       **kept(f"{key}.stride{lighter_s}", min(s0, K), lambda v: isinstance(v, int) and 1 <= v <= K))
     params: dict[str, Any] = {"K": K, "N": N, "stride": stride, "sampler": sampler}
     if sampler == "constant":
         params["value"] = knob(PMIConfig, "value", remember(f"{key}.value", d.value), label="grey level")

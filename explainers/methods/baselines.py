@@ -138,6 +138,18 @@ class GradCAMConfig:
     """Captum ``LayerGradCam`` on the last convolutional features, ReLU'd and bilinearly upsampled."""
 
     relu: bool = knob(True, "keep only the positive part of the weighted activations (Grad-CAM's ReLU; default on)")
+    layer: Optional[str] = knob(None, "the module Grad-CAM reads, by its name in the network (e.g. features.5, layer3); "
+                                "empty = the last spatial activation before global pooling", auto="last spatial",
+                                advanced=True)
+
+
+def _named_layer(net: nn.Module, name: str) -> nn.Module:
+    modules = dict(net.named_modules())
+    if name not in modules or name == "":
+        near = [n for n in modules if n and (n.startswith(name.split(".")[0]) or name.startswith(n))][:6]
+        raise ExplainerError(f"gradcam: the network has no module named {name!r}"
+                             + (f" (some it has: {', '.join(near)})" if near else ""))
+    return modules[name]
 
 
 def run_gradcam(clf, x01, target, cfg: GradCAMConfig, progress=None) -> MethodOutput:
@@ -145,7 +157,8 @@ def run_gradcam(clf, x01, target, cfg: GradCAMConfig, progress=None) -> MethodOu
 
     net = private_copy(clf.net)
     with _PRIVATE_LOCK:  # one Grad-CAM at a time per process: the copy's hooks are not re-entrant
-        cam = LayerGradCam(PixelModel(clf, net), gradcam_layer(net, tuple(clf.input_size)))
+        layer = _named_layer(net, cfg.layer) if cfg.layer else gradcam_layer(net, tuple(clf.input_size))
+        cam = LayerGradCam(PixelModel(clf, net), layer)
         attr = cam.attribute(x01, target=target, relu_attributions=cfg.relu)
     up = LayerAttribution.interpolate(attr.detach(), tuple(clf.input_size), interpolate_mode="bilinear")
     return MethodOutput({"gradcam": up[0, 0]})
