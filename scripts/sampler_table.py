@@ -20,6 +20,9 @@ For each data set (shapes with shapes-resnet, digits with digits-cnn) and each s
   32 steps, ``explainers.curves.deletion_auc``), mean over ``--auc-images`` test images with a 95%
   confidence interval (± 1.96 standard errors) and the paired difference from the PatchSampler.
 
+``--temperature T`` draws the PatchSampler's in-fills at temperature T (ours, beyond the paper;
+``PatchSamplerNet.sample``) for roughness, FD and deletion AUC; its NLL stays the model's (T = 1).
+``--samplers`` measures only the named rows (``--auc-images 0`` skips the deletion AUCs).
 ``--fits DATA=FOLDER`` measures the fitted samplers in FOLDER instead of the committed ones;
 ``--figure PNG`` draws in-fills of patches of the held-out photographs instead (the committed
 ``assets/explainers/samplers/photos/infills.png``).
@@ -107,9 +110,13 @@ def run(data: str, fit: str, args) -> list[dict]:
     real_feats = penultimate(clf, x_all[:n_fd])
     rows = []
     for name, extra in SAMPLERS:
+        if args.samplers and name not in args.samplers.split(","):
+            continue
         t0 = time.perf_counter()
         eng = _engine_name(name)
-        row = {"sampler": name}
+        if eng == "patchsampler" and args.temperature != 1.0:
+            extra = {**extra, "temperature": args.temperature}
+        row = {"sampler": name if "temperature" not in extra else f"{name} (T = {args.temperature:g})"}
         images = [np.asarray(test[i].image) for i in range(args.nll_images)]
         row.update(measure(images, eng, fit, K=K, seed=0, **extra))
         sampler = make_sampler(eng, K, torch.device("cpu"), fit, **extra)
@@ -129,18 +136,19 @@ def run(data: str, fit: str, args) -> list[dict]:
 
 def table(data: str, rows: list[dict], args) -> str:
     model, default_stride = SETUPS[data]
-    ps = np.asarray(rows[0]["auc"])
+    ps = np.asarray(rows[0]["auc"])  # the first row measured (the PatchSampler's unless --samplers leaves it out)
     out = [f"**{data}** ({model}; NLL and roughness on {args.nll_images} test images, {rows[0]['patches']} patches; "
            f"FD on {args.fd_images}; deletion AUC on {args.auc_images}, PMI at K = 8, N = {args.N}, stride {args.stride or default_stride})",
            "", "| sampler | NLL (bits/subpixel) | roughness (real) | FD | deletion AUC (95% CI) | minus PatchSampler's (95% CI) |",
            "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         nll = "—" if r["bits_per_subpixel"] is None else f"{r['bits_per_subpixel']:.3f}"
-        m, h = ci(r["auc"])
-        dm, dh = ci(list(np.asarray(r["auc"]) - ps))
-        diff = "—" if r is rows[0] else f"{dm:+.4f} ± {dh:.4f}"
+        m, h = ci(r["auc"]) if r["auc"] else (math.nan, math.nan)
+        dm, dh = ci(list(np.asarray(r["auc"]) - ps)) if r["auc"] else (math.nan, math.nan)
+        diff = "—" if r is rows[0] or not r["auc"] else f"{dm:+.4f} ± {dh:.4f}"
+        auc = f"{m:.4f} ± {h:.4f}" if r["auc"] else "—"
         out.append(f"| {r['sampler']} | {nll} | {r['roughness']:.2f} ({r['real_roughness']:.2f}) | {r['fd']:.3f} | "
-                   f"{m:.4f} ± {h:.4f} | {diff} |")
+                   f"{auc} | {diff} |")
     return "\n".join(out)
 
 
@@ -187,6 +195,8 @@ def main(argv=None) -> int:
     ap.add_argument("--auc-images", type=int, default=100)
     ap.add_argument("--N", type=int, default=8, help="PMI in-fills per patch for the deletion AUCs (paper: 8)")
     ap.add_argument("--stride", type=int, default=None, help="PMI stride for the deletion AUCs (default: 8 shapes, 4 digits)")
+    ap.add_argument("--temperature", type=float, default=1.0, help="the PatchSampler's sampling temperature (ours; 1 = the model)")
+    ap.add_argument("--samplers", default=None, help="comma-separated rows to measure (default: all)")
     ap.add_argument("--fits", action="append", default=[], metavar="DATA=FOLDER", help="use these fitted samplers")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--figure", default=None, metavar="PNG", help="only draw in-fills of held-out photographs to PNG")
