@@ -21,7 +21,9 @@ For each data set (shapes with shapes-resnet, digits with digits-cnn) and each s
   confidence interval (± 1.96 standard errors) and the paired difference from the PatchSampler.
 
 ``--temperature T`` draws the PatchSampler's in-fills at temperature T (ours, beyond the paper;
-``PatchSamplerNet.sample``) for roughness, FD and deletion AUC; its NLL stays the model's (T = 1).
+``PatchSamplerNet.sample``) for roughness, FD and deletion AUC; its NLL stays the model's (T = 1);
+``--temperature 1,0.8`` gives one PatchSampler row per temperature (paired differences are from
+the first row measured).
 ``--fd-draws D`` repeats the FD of a random sampler with D sets of in-fills (draw d in-fills
 image i with seed 1000·d + i; d = 0 is the single draw of the default) and reports their mean and
 range, since one draw's FD varies by about ±0.05 on shapes.
@@ -112,14 +114,15 @@ def run(data: str, fit: str, args) -> list[dict]:
     x_all = torch.as_tensor(x_all).permute(0, 3, 1, 2).float() / 255
     real_feats = penultimate(clf, x_all[:n_fd])
     rows = []
-    for name, extra in SAMPLERS:
+    temps = [float(t) for t in str(args.temperature).split(",")]
+    todo = [(name, {**extra, "temperature": t} if t != 1.0 else extra) for name, extra in SAMPLERS
+            for t in (temps if name == "patchsampler" else [1.0])]  # one PatchSampler row per temperature
+    for name, extra in todo:
         if args.samplers and name not in args.samplers.split(","):
             continue
         t0 = time.perf_counter()
         eng = _engine_name(name)
-        if eng == "patchsampler" and args.temperature != 1.0:
-            extra = {**extra, "temperature": args.temperature}
-        row = {"sampler": name if "temperature" not in extra else f"{name} (T = {args.temperature:g})"}
+        row = {"sampler": name if "temperature" not in extra else f"{name} (T = {extra['temperature']:g})"}
         images = [np.asarray(test[i].image) for i in range(args.nll_images)]
         row.update(measure(images, eng, fit, K=K, seed=0, **extra))
         sampler = make_sampler(eng, K, torch.device("cpu"), fit, **extra)
@@ -204,7 +207,8 @@ def main(argv=None) -> int:
     ap.add_argument("--auc-images", type=int, default=100)
     ap.add_argument("--N", type=int, default=8, help="PMI in-fills per patch for the deletion AUCs (paper: 8)")
     ap.add_argument("--stride", type=int, default=None, help="PMI stride for the deletion AUCs (default: 8 shapes, 4 digits)")
-    ap.add_argument("--temperature", type=float, default=1.0, help="the PatchSampler's sampling temperature (ours; 1 = the model)")
+    ap.add_argument("--temperature", default="1", help="the PatchSampler's sampling temperature(s), comma-separated "
+                    "(ours; 1 = the model)")
     ap.add_argument("--fd-draws", type=int, default=1, help="FD of a random sampler averaged over this many draws")
     ap.add_argument("--samplers", default=None, help="comma-separated rows to measure (default: all)")
     ap.add_argument("--fits", action="append", default=[], metavar="DATA=FOLDER", help="use these fitted samplers")

@@ -622,9 +622,9 @@ def test_sampler_table_temperature_rows_and_repeated_fd_draws(capsys):
         pytest.skip("no committed shapes sampler")
     T = _table_module()
     assert T.main(["--data", "shapes", "--nll-images", "1", "--fd-images", "3", "--auc-images", "0", "--samplers",
-                   "patchsampler,grey", "--temperature", "0.5", "--fd-draws", "2"]) == 0
+                   "patchsampler,grey", "--temperature", "0.5,1", "--fd-draws", "2"]) == 0
     rows = [ln.split("|")[1:-1] for ln in capsys.readouterr().out.splitlines() if ln.startswith(("| patchsampler", "| grey"))]
-    assert [r[0].strip() for r in rows] == ["patchsampler (T = 0.5)", "grey"]
+    assert [r[0].strip() for r in rows] == ["patchsampler (T = 0.5)", "patchsampler", "grey"]
     lo, hi = (float(v) for v in rows[0][3].split("(")[1].rstrip(") ").split("–"))
     assert lo < float(rows[0][3].split()[0]) < hi  # two draws of a random sampler: a mean inside its range
-    assert "(" not in rows[1][3] and rows[1][4].strip() == "—"  # a deterministic sampler is drawn once; no AUCs asked
+    assert "(" not in rows[2][3] and rows[2][4].strip() == "—"  # a deterministic sampler is drawn once; no AUCs asked

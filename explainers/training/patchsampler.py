@@ -21,7 +21,9 @@ candidate crops (``focus``; chosen from the ring alone, so the target p(centre |
 unchanged): shape edges, rare among random crops, are where in-fills went wrong. Loss: the exact
 negative log-likelihood of the centre's 8-bit pixels (``PatchSamplerNet.log_prob``); Adam, cosine learning-rate decay after a short warm-up,
 gradient norm clipped at 1. Each step's crops come from a generator seeded by (seed, step), so a
-resumed run (``<name>.ckpt.safetensors``) continues exactly as an uninterrupted one. The
+resumed run (``<name>.ckpt.safetensors``) continues exactly as an uninterrupted one. ``init``
+starts from a finished fit's weights to fit longer (new Adam state and schedule; the card's
+``init_from`` names the weights by sha256 and the command that made them). The
 conditional Gaussian (Zintgraf et al.'s PDA) is fitted afterwards on ``gaussian_patches`` crops
 lying wholly inside the images: mean and covariance of the flattened neighbourhoods (see
 ``samplers.gaussian_from_moments``).

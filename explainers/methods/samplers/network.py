@@ -15,7 +15,8 @@ output:
   to every pixel of the patch (the form of the conditional Gaussian's mean, which places shape
   edges well), and two 3×3 convs on the K×K centre (with a 2-pixel margin) over all of these.
   Width ``width`` (64 in the committed fits) instead of the paper's 256, so that a fit takes
-  under half an hour on a shared 2-core CPU (2000 steps of 32 crops).
+  under half an hour on a shared 2-core CPU (2000 steps of 32 crops; the committed shapes fit
+  was continued for 3500 more with the fitter's ``init``, its card says how).
 - **Output: coherent in-fills** (beyond the paper; ``coherent=False`` is the paper's independent
   pixels, kept as an ablation). The patch's pixels are drawn in six interleaved groups, coarse to
   fine (``pixel_groups``: the centre, the rest of every 4th pixel, the centres between them, the
