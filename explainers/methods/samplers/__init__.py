@@ -47,6 +47,7 @@ from .infill import (
     CHUNK,
     SAMPLERS,
     STOCHASTIC,
+    TEMPERATURE,
     BlurSampler,
     ConstantSampler,
     GaussianSampler,
@@ -61,7 +62,7 @@ from .infill import (
 from .network import LEVELS, PatchSamplerNet, pixel_groups
 
 __all__ = [
-    "CHUNK", "COMMITTED", "DEFAULT_K", "LEVELS", "SAMPLERS", "STOCHASTIC", "BlurSampler", "ConditionalGaussian",
+    "CHUNK", "COMMITTED", "DEFAULT_K", "LEVELS", "SAMPLERS", "STOCHASTIC", "TEMPERATURE", "BlurSampler", "ConditionalGaussian",
     "ConstantSampler", "GaussianSampler", "InFills", "MeanSampler", "NoiseSampler", "PatchSampler", "PatchSamplerNet",
     "Sampler", "find_fitted", "fitted_name", "gaussian_from_moments", "hole_mask", "infills", "known", "load_gaussian",
     "load_patchsampler", "make_sampler", "neighbourhoods", "pad_image", "paste", "patch_boxes", "patch_positions",

@@ -31,7 +31,7 @@ from ...errors import ExplainerError
 from ...progress import report
 from .fits import find_fitted
 from .geometry import known, neighbourhoods
-from .infill import PatchSampler, GaussianSampler, make_sampler
+from .infill import TEMPERATURE, PatchSampler, GaussianSampler, make_sampler
 from .network import LEVELS
 
 CHUNK = 256  # patches per sampler forward
@@ -91,7 +91,7 @@ def _roughness(x255: torch.Tensor) -> tuple[float, int]:
 @torch.no_grad()
 def measure(images: list[np.ndarray], sampler: str, fit: str = "photos", K: int = 8, seed: int = 0,
             device: str | torch.device = "cpu", value: float = 0.5, progress: Optional[Callable] = None,
-            temperature: float = 1.0) -> dict:
+            temperature: float = TEMPERATURE) -> dict:
     """NLL (bits per subpixel or None), roughness, real_roughness and patches of ``sampler`` on ``images``.
     ``temperature`` (the PatchSampler's) changes the in-fills, so the roughness, never the NLL: the
     likelihood is the fitted model's, at T = 1."""
