@@ -213,7 +213,8 @@ def cmd_sampler_nll(args) -> int:
     images = load_images(files, fit_short_side(args.fit, args.K))
     cb, close = tqdm_progress(f"sampler-nll {args.sampler}")
     try:
-        res = measure(images, args.sampler, args.fit, K=args.K, seed=args.seed, device=device, progress=cb)
+        res = measure(images, args.sampler, args.fit, K=args.K, seed=args.seed, device=device, progress=cb,
+                      temperature=args.temperature)
     finally:
         close()
     if args.json:
@@ -320,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--K", type=int, default=8, help="patch side (default 8)")
     p.add_argument("--limit", type=int, default=None, help="at most this many images (sorted by path)")
     p.add_argument("--seed", type=int, default=0, help="seeds the in-fills measured for roughness")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="the PatchSampler's sampling temperature for the roughness (ours; default 1, the model as "
+                        "fitted; pmi-ig draws at 0.8); the NLL is always the model's, at 1")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_sampler_nll)

@@ -38,6 +38,9 @@ def row(card_path: Path) -> list[str] | None:
             images = f"{cfg['patches']:,} patches"
         batch = str(cfg.get("batch", "—"))
         schedule = f"{cfg['steps']} steps" if cfg.get("steps") else "closed form"
+        init = card.get("init_from")
+        if init:  # continued from an earlier fit (the fitter's init): its steps and command come first
+            schedule = f"{init.get('steps_done', '?')} + {schedule} (continued)"
     else:
         model = card.get("model") or card_path.parent.name
         if name == "mipin":
@@ -49,9 +52,11 @@ def row(card_path: Path) -> list[str] | None:
             steps = card.get("steps_run") or cfg.get("steps")
             schedule = (f"{cfg['epochs']} epochs ({steps} steps)" if cfg.get("epochs") else f"{steps} steps")
         batch = str(cfg.get("batch_size", "—"))
-    secs = card.get("seconds")
-    return [model, name, data, images, batch, schedule, f"{secs:.0f}" if secs else "—",
-            f"`{card['command']}`" if card.get("command") else "—"]
+    secs = f"{card['seconds']:.0f}" if card.get("seconds") else "—"
+    command = f"`{card['command']}`" if card.get("command") else "—"
+    if card.get("init_from", {}).get("command"):  # the fit it continued, then the continuation
+        secs, command = f"{secs} (continuation)", f"`{card['init_from']['command']}`, then {command}"
+    return [model, name, data, images, batch, schedule, secs, command]
 
 
 def main(argv=None) -> int:

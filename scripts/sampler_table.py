@@ -20,6 +20,14 @@ For each data set (shapes with shapes-resnet, digits with digits-cnn) and each s
   32 steps, ``explainers.curves.deletion_auc``), mean over ``--auc-images`` test images with a 95%
   confidence interval (± 1.96 standard errors) and the paired difference from the PatchSampler.
 
+``--temperature T`` draws the PatchSampler's in-fills at temperature T (ours, beyond the paper;
+``PatchSamplerNet.sample``) for roughness, FD and deletion AUC; its NLL stays the model's (T = 1);
+``--temperature 1,0.8`` gives one PatchSampler row per temperature (paired differences are from
+the first row measured).
+``--fd-draws D`` repeats the FD of a random sampler with D sets of in-fills (draw d in-fills
+image i with seed 1000·d + i; d = 0 is the single draw of the default) and reports their mean and
+range, since one draw's FD varies by about ±0.05 on shapes.
+``--samplers`` measures only the named rows (``--auc-images 0`` skips the deletion AUCs).
 ``--fits DATA=FOLDER`` measures the fitted samplers in FOLDER instead of the committed ones;
 ``--figure PNG`` draws in-fills of patches of the held-out photographs instead (the committed
 ``assets/explainers/samplers/photos/infills.png``).
@@ -106,15 +114,23 @@ def run(data: str, fit: str, args) -> list[dict]:
     x_all = torch.as_tensor(x_all).permute(0, 3, 1, 2).float() / 255
     real_feats = penultimate(clf, x_all[:n_fd])
     rows = []
-    for name, extra in SAMPLERS:
+    temps = [float(t) for t in str(args.temperature).split(",")]
+    todo = [(name, {**extra, "temperature": t} if name == "patchsampler" else extra) for name, extra in SAMPLERS
+            for t in (temps if name == "patchsampler" else [1.0])]  # one PatchSampler row per temperature, T explicit
+    for name, extra in todo:
+        if args.samplers and name not in args.samplers.split(","):
+            continue
         t0 = time.perf_counter()
         eng = _engine_name(name)
-        row = {"sampler": name}
+        row = {"sampler": name if extra.get("temperature", 1.0) == 1.0 else f"{name} (T = {extra['temperature']:g})"}
         images = [np.asarray(test[i].image) for i in range(args.nll_images)]
         row.update(measure(images, eng, fit, K=K, seed=0, **extra))
         sampler = make_sampler(eng, K, torch.device("cpu"), fit, **extra)
-        filled = torch.cat([grid_infilled(x_all[i : i + 1], sampler, seed=i) for i in range(n_fd)])
-        row["fd"] = frechet(real_feats, penultimate(clf, filled))
+        fds = []
+        for d in range(1 if sampler.deterministic else args.fd_draws):
+            filled = torch.cat([grid_infilled(x_all[i : i + 1], sampler, seed=1000 * d + i) for i in range(n_fd)])
+            fds.append(frechet(real_feats, penultimate(clf, filled)))
+        row["fd"], row["fd_range"] = float(np.mean(fds)), (min(fds), max(fds)) if len(fds) > 1 else None
         aucs = []
         for i in range(args.auc_images):
             r = explain(clf, test[i].image, "pmi-ig", target=int(y_all[i]), K=K, N=args.N, stride=stride, sampler=eng,
@@ -129,18 +145,22 @@ def run(data: str, fit: str, args) -> list[dict]:
 
 def table(data: str, rows: list[dict], args) -> str:
     model, default_stride = SETUPS[data]
-    ps = np.asarray(rows[0]["auc"])
+    ps = np.asarray(rows[0]["auc"])  # the first row measured (the PatchSampler's unless --samplers leaves it out)
+    draws = f", mean (range) of {args.fd_draws} draws" if args.fd_draws > 1 else ""
     out = [f"**{data}** ({model}; NLL and roughness on {args.nll_images} test images, {rows[0]['patches']} patches; "
-           f"FD on {args.fd_images}; deletion AUC on {args.auc_images}, PMI at K = 8, N = {args.N}, stride {args.stride or default_stride})",
+           f"FD on {args.fd_images}{draws}; deletion AUC on {args.auc_images}, PMI at K = 8, N = {args.N}, "
+           f"stride {args.stride or default_stride})",
            "", "| sampler | NLL (bits/subpixel) | roughness (real) | FD | deletion AUC (95% CI) | minus PatchSampler's (95% CI) |",
            "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         nll = "—" if r["bits_per_subpixel"] is None else f"{r['bits_per_subpixel']:.3f}"
-        m, h = ci(r["auc"])
-        dm, dh = ci(list(np.asarray(r["auc"]) - ps))
-        diff = "—" if r is rows[0] else f"{dm:+.4f} ± {dh:.4f}"
-        out.append(f"| {r['sampler']} | {nll} | {r['roughness']:.2f} ({r['real_roughness']:.2f}) | {r['fd']:.3f} | "
-                   f"{m:.4f} ± {h:.4f} | {diff} |")
+        m, h = ci(r["auc"]) if r["auc"] else (math.nan, math.nan)
+        dm, dh = ci(list(np.asarray(r["auc"]) - ps)) if r["auc"] else (math.nan, math.nan)
+        diff = "—" if r is rows[0] or not r["auc"] else f"{dm:+.4f} ± {dh:.4f}"
+        auc = f"{m:.4f} ± {h:.4f}" if r["auc"] else "—"
+        fd = f"{r['fd']:.3f}" + (f" ({r['fd_range'][0]:.3f}–{r['fd_range'][1]:.3f})" if r["fd_range"] else "")
+        out.append(f"| {r['sampler']} | {nll} | {r['roughness']:.2f} ({r['real_roughness']:.2f}) | {fd} | "
+                   f"{auc} | {diff} |")
     return "\n".join(out)
 
 
@@ -187,6 +207,10 @@ def main(argv=None) -> int:
     ap.add_argument("--auc-images", type=int, default=100)
     ap.add_argument("--N", type=int, default=8, help="PMI in-fills per patch for the deletion AUCs (paper: 8)")
     ap.add_argument("--stride", type=int, default=None, help="PMI stride for the deletion AUCs (default: 8 shapes, 4 digits)")
+    ap.add_argument("--temperature", default="1", help="the PatchSampler's sampling temperature(s), comma-separated "
+                    "(ours; default 1 = the model, as the paper; pmi-ig's default is 0.8)")
+    ap.add_argument("--fd-draws", type=int, default=1, help="FD of a random sampler averaged over this many draws")
+    ap.add_argument("--samplers", default=None, help="comma-separated rows to measure (default: all)")
     ap.add_argument("--fits", action="append", default=[], metavar="DATA=FOLDER", help="use these fitted samplers")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--figure", default=None, metavar="PNG", help="only draw in-fills of held-out photographs to PNG")

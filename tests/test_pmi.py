@@ -247,6 +247,27 @@ def test_missing_patchsampler_for_k_is_a_clear_error(tiny, image, tmp_path):
         explain(tiny, image, "pmi-ig", K=3, stride=3, sampler="patchsampler", sampler_data=str(tmp_path))
 
 
+def test_patchsampler_temperature_reaches_the_in_fills(tiny, image, tmp_path, monkeypatch):
+    """The ``temperature`` knob is the PatchSampler's: at T = 0 its N in-fills are the one greedy
+    in-fill, so the seed no longer matters; at T = 1 it does. Out-of-range T is a one-line error."""
+    from explainers.fitted import save_fitted
+    from explainers.methods.samplers.fits import ARCH
+
+    monkeypatch.setenv("EXPLAINERS_HOME", str(tmp_path))
+    torch.manual_seed(0)
+    save_fitted(tmp_path / "fitted" / "samplers" / "tiny-t" / "patchsampler_k4.safetensors", S.PatchSamplerNet(4, 3, width=8, head=8),
+                {"K": 4, "channels": 3, "width": 8, "head": 8, "mixtures": 4, "arch": ARCH})
+    run = lambda T, seed: explain(tiny, image, "pmi-ig", K=4, stride=4, N=3, sampler="patchsampler",  # noqa: E731
+                                  sampler_data="tiny-t", temperature=T, seed=seed)
+    cold = run(0.0, 0)
+    assert cold.meta["sampler_temperature"] == 0.0
+    np.testing.assert_array_equal(cold.maps["pmi"], run(0.0, 1).maps["pmi"])
+    assert not np.array_equal(run(1.0, 0).maps["pmi"], run(1.0, 1).maps["pmi"])
+    assert not np.array_equal(cold.maps["pmi"], run(1.0, 0).maps["pmi"])
+    with pytest.raises(ExplainerError, match="temperature"):
+        run(2.5, 0)
+
+
 # ---------------------------------------------------------------------------------------------
 # trained models and committed samplers
 # ---------------------------------------------------------------------------------------------

@@ -183,6 +183,94 @@ def test_patchsampler_colour_draws_follow_the_coupled_likelihood():
     np.testing.assert_allclose((counts[top] / n).numpy(), lp.exp().flatten().numpy(), rtol=0.1)
 
 
+# ---------------------------------------------------------------------------------------------
+# the PatchSampler's sampling temperature (ours, beyond the paper)
+# ---------------------------------------------------------------------------------------------
+def _seeded_net_and_inputs(K: int, C: int):
+    torch.manual_seed(0)
+    net = S.PatchSamplerNet(K, C, width=8, head=8, mixtures=3).eval()
+    g = torch.Generator().manual_seed(1)
+    neigh = torch.rand(6, C, 3 * K, 3 * K, generator=g)
+    return net, net.trunk(neigh).detach(), torch.rand(6, 1 + C, K, K, generator=g)
+
+
+@pytest.mark.parametrize("K,C", [(8, 3), (8, 1), (4, 3)])
+@torch.no_grad()
+def test_temperature_one_is_the_sampler_as_it_was(K, C):
+    """T = 1 draws exactly what the sampler drew before the knob existed (the fixture was written
+    by the code without it, same net, neighbourhoods and uniforms)."""
+    from pathlib import Path
+
+    old = np.load(Path(__file__).parent / "fixtures" / "patchsampler_draws_t1.npz")[f"K{K}C{C}"]
+    net, t, u = _seeded_net_and_inputs(K, C)
+    np.testing.assert_array_equal(net.sample(t, u, temperature=1.0).numpy(), old)
+    np.testing.assert_array_equal(net.sample(t, u).numpy(), old)
+
+
+def _greedy_reference(net, t):
+    """Slow obvious reference for T = 0, pixel by pixel: in each group, the likeliest mixture
+    component's centre, G and B shifted by the pixel's R (and G) as the coupling says."""
+    B, C, K = t.shape[0], net.channels, net.K
+    canvas, filled = torch.zeros(B, C, K, K), torch.zeros(B, 1, K, K)
+    for g in net.group_ids:
+        target = (net.groups == g).float().expand(B, 1, K, K)
+        logit_pi, mu, log_s, coef = net._split(net.params(t, canvas, filled, target))
+        for b in range(B):
+            for i, j in (net.groups == g).nonzero().tolist():
+                k = int(np.argmax(logit_pi[b, :, i, j].numpy()))
+                m, x = mu[b, k, :, i, j].tolist(), []
+                if coef is not None:  # G += a·R, B += b·R + c·G (PixelCNN++), with the drawn R and G
+                    a_, b_, c_ = coef[b, k, :, i, j].tolist()
+                for c in range(C):
+                    mc = m[c] + (0.0 if coef is None or c == 0 else a_ * x[0] if c == 1 else b_ * x[0] + c_ * x[1])
+                    x.append(round((min(max(mc, -1.0), 1.0) + 1) * 255 / 2) * 2 / 255 - 1)
+                canvas[b, :, i, j] = torch.tensor(x)
+        filled = filled + target
+    return torch.round((canvas + 1) * 255 / 2).long()
+
+
+@pytest.mark.parametrize("C", [1, 3])
+@torch.no_grad()
+def test_temperature_zero_is_the_greedy_in_fill_and_small_temperatures_approach_it(C):
+    net, t, u = _seeded_net_and_inputs(4, C)
+    greedy = net.sample(t, u, temperature=0.0)
+    torch.testing.assert_close(greedy, net.sample(t, torch.rand(u.shape, generator=torch.Generator().manual_seed(9)), 0.0),
+                               rtol=0, atol=0)  # no randomness left
+    ref = _greedy_reference(net, t)
+    assert float((greedy - ref).abs().le(1).float().mean()) == 1.0  # ±1 level: rounding of float32 vs float64 sums
+    assert float((greedy == ref).float().mean()) > 0.97
+    near = net.sample(t, u, temperature=1e-4)
+    assert float((near - greedy).abs().le(1).float().mean()) > 0.97
+    assert not torch.equal(net.sample(t, u, 1.0), greedy)
+    with pytest.raises(ValueError, match="temperature"):
+        net.sample(t, u, temperature=-0.5)
+
+
+@torch.no_grad()
+def test_temperature_draws_follow_the_sharpened_mixture_and_spread_less():
+    """At T the draws follow mixture weights softmax(logits / T) and logistic scales s·T (checked
+    against those probabilities computed from the logistic CDF), and a lower T spreads less."""
+    torch.manual_seed(0)
+    net = S.PatchSamplerNet(1, 1, width=8, head=8, mixtures=3).eval()
+    t = net.trunk(torch.rand(1, 1, 3, 3))
+    target = torch.ones(1, 1, 1, 1)
+    logit_pi, mu, log_s, _ = net._split(net.params(t, torch.zeros(1, 1, 1, 1), torch.zeros(1, 1, 1, 1), target))
+    n = 40000
+    u = torch.rand(n, 2, 1, 1, generator=torch.Generator().manual_seed(1))
+    edges = (torch.arange(257).double() - 0.5) * 2 / 255 - 1  # bin edges of the 256 levels on [-1, 1]
+    edges[0], edges[-1] = -float("inf"), float("inf")  # the end levels take the tails
+    spread = {}
+    for T in (1.0, 0.5):
+        w = torch.softmax(logit_pi.flatten().double() / T, 0)
+        cdf = torch.sigmoid((edges[:, None] - mu.flatten().double()) / (log_s.flatten().double().exp() * T))
+        p = (w * (cdf[1:] - cdf[:-1])).sum(1)
+        draws = net.sample(t.expand(n, -1, -1, -1), u, T).flatten()
+        freq = torch.bincount(draws, minlength=256).double() / n
+        assert float((freq - p).abs().sum()) < 0.1  # total variation, sampling noise ~0.05
+        spread[T] = float(draws.double().std())
+    assert spread[0.5] < spread[1.0]
+
+
 def test_patchsampler_net_reads_only_known_pixels():
     torch.manual_seed(0)
     net = S.PatchSamplerNet(4, 3, width=8, head=8).eval()
@@ -417,6 +505,30 @@ def test_fit_writes_weights_config_and_resumes_exactly(tiny_images, tmp_path):
     assert s.channels == 3
 
 
+def test_fit_can_start_from_fitted_weights(tiny_images, tmp_path):
+    """``init`` loads a fitted sampler's weights (same network) and the card records which; a
+    different network is a one-line error."""
+    P = tiny_images
+    opts = dict(K="4", batch="4", width="8", head="8", gaussian_patches="200")
+    first = P.fit(None, "tiny", out_dir=str(tmp_path / "a"), steps="10", warmup="0", **opts)  # away from the seeded start
+    # one step at a tiny learning rate (1e-6 / 100 in the warm-up): the weights stay the ones loaded
+    more = P.fit(None, "tiny", out_dir=str(tmp_path / "b"), steps="1", lr="1e-6", init=str(first), **opts)
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(first)), load_file(str(more))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    fresh = load_file(str(P.fit(None, "tiny", out_dir=str(tmp_path / "c"), steps="1", lr="1e-6", **opts)))
+    assert not all(torch.allclose(a[k], fresh[k], atol=1e-3) for k in a)  # without init: a random start
+    card = json.loads(more.with_suffix(".json").read_text())
+    assert card["init_from"]["path"] == str(first) and card["init_from"]["steps_done"] == 10
+    assert "--set init=" in card["command"]
+    with pytest.raises(ExplainerError, match="different network: width=8 \\(here 16\\)"):
+        P.fit(None, "tiny", out_dir=str(tmp_path / "d"), steps="1", init=str(first), **{**opts, "width": "16"})
+    with pytest.raises(ExplainerError, match="no such fitted file"):
+        P.fit(None, "tiny", out_dir=str(tmp_path / "d"), steps="1", init=str(tmp_path / "nothing.safetensors"), **opts)
+
+
 def test_grey_data_gets_a_one_channel_sampler(tiny_images, monkeypatch, tmp_path):
     P = tiny_images
     rng = np.random.default_rng(1)
@@ -503,3 +615,16 @@ def test_sampler_table_runs_on_two_images(capsys):
     lines = [ln for ln in out.splitlines() if ln.startswith("| ") and not ln.startswith(("| sampler ", "| ---"))]
     assert [ln.split("|")[1].strip() for ln in lines] == [name for name, _ in T.SAMPLERS]
     assert "| noise | 8.000 |" in out  # uniform over 256 levels
+
+
+def test_sampler_table_temperature_rows_and_repeated_fd_draws(capsys):
+    if not (S.COMMITTED / "shapes" / "patchsampler.safetensors").exists():
+        pytest.skip("no committed shapes sampler")
+    T = _table_module()
+    assert T.main(["--data", "shapes", "--nll-images", "1", "--fd-images", "3", "--auc-images", "0", "--samplers",
+                   "patchsampler,grey", "--temperature", "0.5,1", "--fd-draws", "2"]) == 0
+    rows = [ln.split("|")[1:-1] for ln in capsys.readouterr().out.splitlines() if ln.startswith(("| patchsampler", "| grey"))]
+    assert [r[0].strip() for r in rows] == ["patchsampler (T = 0.5)", "patchsampler", "grey"]
+    lo, hi = (float(v) for v in rows[0][3].split("(")[1].rstrip(") ").split("–"))
+    assert lo < float(rows[0][3].split()[0]) < hi  # two draws of a random sampler: a mean inside its range
+    assert "(" not in rows[2][3] and rows[2][4].strip() == "—"  # a deterministic sampler is drawn once; no AUCs asked

@@ -21,7 +21,9 @@ candidate crops (``focus``; chosen from the ring alone, so the target p(centre |
 unchanged): shape edges, rare among random crops, are where in-fills went wrong. Loss: the exact
 negative log-likelihood of the centre's 8-bit pixels (``PatchSamplerNet.log_prob``); Adam, cosine learning-rate decay after a short warm-up,
 gradient norm clipped at 1. Each step's crops come from a generator seeded by (seed, step), so a
-resumed run (``<name>.ckpt.safetensors``) continues exactly as an uninterrupted one. The
+resumed run (``<name>.ckpt.safetensors``) continues exactly as an uninterrupted one. ``init``
+starts from a finished fit's weights to fit longer (new Adam state and schedule; the card's
+``init_from`` names the weights by sha256 and the command that made them). The
 conditional Gaussian (Zintgraf et al.'s PDA) is fitted afterwards on ``gaussian_patches`` crops
 lying wholly inside the images: mean and covariance of the flattened neighbourhoods (see
 ``samplers.gaussian_from_moments``).
@@ -77,6 +79,10 @@ class PatchSamplerFitConfig:
     threads: int = knob(1, "torch CPU threads while fitting", min=1, max=64, step=1)
     checkpoint_every: int = knob(100, "steps between checkpoints", min=1, step=1)
     seed: int = knob(0, "seeds the initialisation and every step's crops", min=0, step=1)
+    init: Optional[str] = knob(None, "start from these fitted PatchSampler weights (a .safetensors with its card, the "
+                               "same K, channels, width, head, mixtures and coherent) instead of a random initialisation, "
+                               "to fit longer; Adam, the warm-up and the cosine decay start afresh; empty = random",
+                               auto="none", advanced=True)
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -253,6 +259,7 @@ def fit(clf, data: str, out_dir: Optional[str] = None, progress=None, **options)
         with torch.random.fork_rng():  # seeded weight initialisation, no global side effect
             torch.manual_seed(cfg.seed)
             net = PatchSamplerNet(K, channels, cfg.width, cfg.head, cfg.mixtures, cfg.coherent)
+        init_from = _warm_start(net, cfg.init) if cfg.init else None
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
         ckpt = Checkpoint(out, name)
         step, extra = 0, {}
@@ -290,6 +297,7 @@ def fit(clf, data: str, out_dir: Optional[str] = None, progress=None, **options)
             "held_out": list(HELD_OUT) if str(data) == "photos" else None,
             "short_side": None if str(data) in BUILTINS else PHOTO_SCALES[0],  # sampler-nll resizes to it
             "steps_done": step,
+            "init_from": init_from,
             "seconds": round(seconds, 1),
             "train_bits_per_subpixel": round(float(np.mean(losses[-100:])), 4),
             "val_bits_per_subpixel": round(nll_bits(net, val_crops), 4),
@@ -309,6 +317,27 @@ def fit(clf, data: str, out_dir: Optional[str] = None, progress=None, **options)
         return path
     finally:
         torch.set_num_threads(old_threads)
+
+
+def _warm_start(net: PatchSamplerNet, path: str) -> dict:
+    """Load fitted weights into ``net`` (same architecture); returns what the card records of them."""
+    import hashlib
+
+    from ..fitted import load_fitted
+
+    p = Path(path).expanduser()
+    if not p.is_file() or not p.with_suffix(".json").is_file():
+        raise ExplainerError(f"patchsampler fit: init {path}: no such fitted file (a .safetensors with its .json card)")
+    tensors, card = load_fitted(p)
+    mine = {"K": net.K, "channels": net.channels, "width": net.width, "head": net.head_width, "mixtures": net.mixtures,
+            "coherent": net.coherent, "arch": ARCH}
+    theirs = {k: card.get("config", {}).get(k, True if k == "coherent" else None) for k in mine}
+    if theirs != mine:
+        diff = ", ".join(f"{k}={theirs[k]} (here {v})" for k, v in mine.items() if theirs[k] != v)
+        raise ExplainerError(f"patchsampler fit: init {path} is a different network: {diff}")
+    net.load_state_dict(tensors)
+    return {"path": str(path), "sha256": hashlib.sha256(p.read_bytes()).hexdigest(), "command": card.get("command"),
+            "steps_done": card.get("steps_done"), "val_bits_per_subpixel": card.get("val_bits_per_subpixel")}
 
 
 def _validation_crops(data: str, src: CropSource, K: int, cfg: PatchSamplerFitConfig) -> tuple[torch.Tensor, str]:

@@ -9,7 +9,9 @@ differ in the model of p(X_r | x̂_\\r):
   narrower than the paper's and with one change beyond it: the patch's pixels are drawn in six
   interleaved groups, each given the ones drawn before, so one in-fill's pixels agree with each
   other (the paper draws every pixel independently, which speckles; see ``network``); one trunk
-  forward per patch serves all N in-fills; fitted per dataset and per K by
+  forward per patch serves all N in-fills; drawn at temperature ``TEMPERATURE`` = 0.8 by default
+  (ours, beyond the paper's T = 1: sharper mixture weights, narrower logistics; see
+  ``PatchSamplerNet.sample``); fitted per dataset and per K by
   ``python -m explainers fit --explainer patchsampler --data SOURCE``;
 - ``gaussian``: the conditional Gaussian of Zintgraf et al.'s PDA (the paper's "C.G." baseline):
   a Gaussian fitted on 3K×3K neighbourhoods of the same data, conditioned on the ring;
@@ -47,6 +49,7 @@ from .infill import (
     CHUNK,
     SAMPLERS,
     STOCHASTIC,
+    TEMPERATURE,
     BlurSampler,
     ConstantSampler,
     GaussianSampler,
@@ -61,7 +64,7 @@ from .infill import (
 from .network import LEVELS, PatchSamplerNet, pixel_groups
 
 __all__ = [
-    "CHUNK", "COMMITTED", "DEFAULT_K", "LEVELS", "SAMPLERS", "STOCHASTIC", "BlurSampler", "ConditionalGaussian",
+    "CHUNK", "COMMITTED", "DEFAULT_K", "LEVELS", "SAMPLERS", "STOCHASTIC", "TEMPERATURE", "BlurSampler", "ConditionalGaussian",
     "ConstantSampler", "GaussianSampler", "InFills", "MeanSampler", "NoiseSampler", "PatchSampler", "PatchSamplerNet",
     "Sampler", "find_fitted", "fitted_name", "gaussian_from_moments", "hole_mask", "infills", "known", "load_gaussian",
     "load_patchsampler", "make_sampler", "neighbourhoods", "pad_image", "paste", "patch_boxes", "patch_positions",
