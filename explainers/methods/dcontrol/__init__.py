@@ -72,13 +72,13 @@ from .generator import (
     probe_plan,
 )
 from .method import fitted_mask, run
-from .optimise import backgrounds, composite, optimise_z
+from .optimise import backgrounds, composite, deletion_loss, optimise_z
 from .store import FIT_NAME, choose_generator, fit_candidates, fit_filename, load_generator
 
 __all__ = [
     "GENERATORS", "DControlConfig", "IN_EPS", "TRANSFORMERS", "apply_controller", "check_eta_h", "coarse_size",
     "controller_cdf", "controller_density", "instance_normalise", "masks_from_z", "upsample", "finetune", "ranking",
     "Bottleneck", "FeatureFilter", "MaskGenerator", "capture", "generator_image", "generator_z", "init_generator",
-    "probe_plan", "fitted_mask", "run", "backgrounds", "composite", "optimise_z", "FIT_NAME", "choose_generator",
+    "probe_plan", "fitted_mask", "run", "backgrounds", "composite", "deletion_loss", "optimise_z", "FIT_NAME", "choose_generator",
     "fit_candidates", "fit_filename", "load_generator",
 ]

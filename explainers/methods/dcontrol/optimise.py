@@ -66,6 +66,14 @@ def composite(x01: torch.Tensor, mask: torch.Tensor, background: torch.Tensor) -
     return x01 * m + background * (1 - m)
 
 
+def deletion_loss(logits: torch.Tensor, target: int) -> torch.Tensor:
+    """``mean −log(1 − p_c)`` over rows of ``logits`` (B, C): the cross-entropy of "not c", computed
+    as ``−logsumexp`` of the other classes' log-probabilities (no ``log(1 − p)`` cancellation)."""
+    logp = torch.log_softmax(logits, dim=1)
+    others = torch.cat([logp[:, :target], logp[:, target + 1:]], dim=1)
+    return -torch.logsumexp(others, dim=1).mean()
+
+
 def optimise_z(
     clf: Classifier,
     x01: torch.Tensor,
@@ -90,7 +98,11 @@ def optimise_z(
     for it in range(cfg.iterations):
         a = backgrounds(x, gen, cfg.p_blur, cfg.blur_sigma, cfg.noise_std, stratified=True)
         m = upsample(apply_controller(instance_normalise(p), cfg.transformer, cfg.eta, cfg.h), clf.input_size)
-        loss = F.cross_entropy(clf.logits01(composite(x, m, a)).float(), tgt)
+        if cfg.delete > 0:  # preserved and deleted composites in one batch of 2n
+            logits = clf.logits01(torch.cat([composite(x, m, a), composite(x, 1 - m.clamp(0, 1), a)])).float()
+            loss = F.cross_entropy(logits[:n], tgt) + cfg.delete * deletion_loss(logits[n:], int(target))
+        else:
+            loss = F.cross_entropy(clf.logits01(composite(x, m, a)).float(), tgt)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
