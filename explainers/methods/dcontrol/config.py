@@ -39,6 +39,8 @@ class DControlConfig:
     - ``blur_sigma`` = None (side/16), ``noise_std`` = 0.2, ``p_blur`` = 0.5: the random
       backgrounds A of the per-image optimisation, as in training (the objective's knobs, which
       the fitter shares by nesting this config).
+    - ``delete`` = 0: weight of the per-image optimisation's deletion term (ours, see ``optimise``);
+      not an objective knob of the fit (the generator is trained with Eq. 4 only).
     - ``batch_size`` = 64: images per classifier forward when fine-tuning (halved on CUDA OOM).
     - ``seed`` = 0: the per-image optimisation's initial map and backgrounds.
 

@@ -10,6 +10,12 @@
   controller and loss, ``M = upsample(C(P))``: Adam, ``iterations`` = 300 at ``lr`` = 0.1 (the
   per-image setting the paper uses for Meaningful Perturbation, Appendix A.2), a batch of
   ``backgrounds`` = 4 random backgrounds per step (half blurred, half colour + noise).
+- ``delete`` > 0 (ours; the paper trains a generator and has no per-image objective) adds
+  ``delete · −log(1 − p_c(φ(I, 1 − M)))``: the image with the mask's region replaced by the same
+  backgrounds should lose the class, as in Dabkowski & Gal's and DSSR's deletion terms. Eq. 4 alone
+  asks for a region that is *sufficient*; a confident ImageNet network has many, and deleting one
+  of them need not remove the class (issue 24). The controller (the right-skewed transform) is
+  applied unchanged; each step then forwards 2 × ``backgrounds`` images.
 """
 from __future__ import annotations
 
@@ -82,7 +88,8 @@ def optimise_z(
     progress: Optional[Callable] = None,
 ) -> tuple[torch.Tensor, list[float]]:
     """A free coarse map ``P`` optimised for one image under the controller and Eq. 4's loss:
-    ``min_P CE(f(φ(I, upsample(C(IN(P))), A)), c)`` averaged over ``backgrounds`` random A per step.
+    ``min_P CE(f(φ(I, upsample(C(IN(P))), A)), c)`` averaged over ``backgrounds`` random A per step,
+    plus ``delete ·`` :func:`deletion_loss` of ``φ(I, 1 − M)`` with the same A when ``delete`` > 0.
     Returns ``(z, loss history)``."""
     dev = clf.device
     gen = torch.Generator(device=dev).manual_seed(int(cfg.seed))
