@@ -10,12 +10,15 @@
   controller and loss, ``M = upsample(C(P))``: Adam, ``iterations`` = 300 at ``lr`` = 0.1 (the
   per-image setting the paper uses for Meaningful Perturbation, Appendix A.2), a batch of
   ``backgrounds`` = 4 random backgrounds per step (half blurred, half colour + noise).
-- ``delete`` > 0 (ours; the paper trains a generator and has no per-image objective) adds
+- ``delete`` = 1 (ours; the paper trains a generator and has no per-image objective) adds
   ``delete · −log(1 − p_c(φ(I, 1 − M)))``: the image with the mask's region replaced by the same
   backgrounds should lose the class, as in Dabkowski & Gal's and DSSR's deletion terms. Eq. 4 alone
   asks for a region that is *sufficient*; a confident ImageNet network has many, and deleting one
-  of them need not remove the class (issue 24). The controller (the right-skewed transform) is
-  applied unchanged; each step then forwards 2 × ``backgrounds`` images.
+  of them need not remove the class (issue 24: with Eq. 4 alone, blurring the top 10% of the map
+  dropped EfficientNet-Lite0's top-1 probability by 0.054 on chelsea and 0.055 on rocket, with the
+  deletion term by 0.177 and 0.256; on shapes-resnet's first 20 test images pointing went from 0.60
+  to 0.80 and the drop from 0.39 to 0.69). The controller (the right-skewed transform) is applied
+  unchanged; each step forwards 2 × ``backgrounds`` images. ``delete`` = 0 is Eq. 4's loss alone.
 """
 from __future__ import annotations
 
