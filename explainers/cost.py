@@ -194,8 +194,8 @@ def _varsal(clf: Classifier, cfg) -> Cost:
 
 def _dcontrol(clf: Classifier, cfg) -> Cost:
     # fitted generator: one forward for the features (plus the generator's own small network);
-    # per-image: iterations × backgrounds forward+backward; then fine-tuning scores the image at
-    # finetune_samples + 1 numbers of kept pixels
+    # per-image: iterations × backgrounds forward+backward (twice that with the deletion term);
+    # then fine-tuning scores the image at finetune_samples + 1 numbers of kept pixels
     from .methods.dcontrol.store import choose_generator
 
     try:
@@ -205,8 +205,10 @@ def _dcontrol(clf: Classifier, cfg) -> Cost:
     tune = int(cfg.finetune_samples) + 1
     if chosen is not None:
         return Cost(forwards=1 + tune, amortised=True, detail=f"the fitted generator: one pass, + {tune} for fine-tuning")
-    return Cost(forwards=tune, passes=int(cfg.iterations) * int(cfg.backgrounds),
-                detail=f"per-image: {cfg.iterations} iterations × {cfg.backgrounds} backgrounds, + {tune} for fine-tuning")
+    per = int(cfg.backgrounds) * (2 if cfg.delete > 0 else 1)  # the deletion term forwards the deleted composites too
+    what = f"{cfg.backgrounds} backgrounds" + (" × 2 (kept and deleted)" if cfg.delete > 0 else "")
+    return Cost(forwards=tune, passes=int(cfg.iterations) * per,
+                detail=f"per-image: {cfg.iterations} iterations × {what}, + {tune} for fine-tuning")
 
 
 def _mipin(clf: Classifier, cfg) -> Cost:

@@ -57,7 +57,9 @@ if m.get("amortised"):
            f"h = {trained_h:g} on *{m.get('trained_on')}*)")
 else:
     how = (f"**per-image optimisation** of a free {m['coarse_size'][0]}×{m['coarse_size'][1]} map "
-           f"({m.get('iterations')} steps, η = {trained_eta:g}, h = {trained_h:g}) — no fitted generator for this model")
+           f"({m.get('iterations')} steps, η = {trained_eta:g}, h = {trained_h:g}"
+           + (f", deletion term × {m['delete']:g}" if m.get("delete") else ", preservation loss only")
+           + ") — no fitted generator for this model")
 shown = "ReLU(z)" if basic else f"η = {eta:g}, h = {h:g}"
 st.caption(
     f"Generator: {how}. Shown with {shown}"

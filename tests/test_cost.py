@@ -36,8 +36,11 @@ def test_optimisations_count_their_steps(clf):
     assert c.passes == 80 and c.forwards == 4
     v = cost.estimate(clf, "varsal", {"mode": "per-image", "steps": 30, "n_mc": 6})
     assert v.passes == 180 and not v.amortised
-    d = cost.estimate(clf, "dcontrol", {"generator": "optimise", "iterations": 20, "backgrounds": 3, "finetune_samples": 9})
+    kw = {"generator": "optimise", "iterations": 20, "backgrounds": 3, "finetune_samples": 9}
+    d = cost.estimate(clf, "dcontrol", {**kw, "delete": 0.0})
     assert d.passes == 60 and d.forwards == 10 + 1 and not d.amortised
+    d2 = cost.estimate(clf, "dcontrol", kw)  # the default deletion term forwards the deleted composites too
+    assert d2.passes == 120 and d2.forwards == 10 + 1
 
 
 def test_baselines_count_windows_steps_masks(clf):

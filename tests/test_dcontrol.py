@@ -402,6 +402,40 @@ def test_fallback_finds_the_supporting_half_and_is_seeded():
     assert not np.array_equal(r1.maps["mask"], r3.maps["mask"])
 
 
+class EitherSide(nn.Module):
+    """Class 0 when either outer strip (1/8 of the width) is bright: each strip alone suffices."""
+
+    def forward(self, x):
+        w = x.shape[-1]
+        q = w // 8
+        s = torch.maximum(x[..., :q].mean(dim=(1, 2, 3)), x[..., w - q:].mean(dim=(1, 2, 3)))
+        return torch.stack([12 * (s - 0.6), torch.zeros_like(s)], dim=1)
+
+
+def test_deletion_loss_is_minus_log_one_minus_p():
+    logits = torch.randn(5, 7, generator=torch.Generator().manual_seed(3)) * 4
+    for c in (0, 3, 6):
+        p = torch.softmax(logits.double(), dim=1)[:, c]
+        torch.testing.assert_close(D.deletion_loss(logits.double(), c), (-torch.log1p(-p)).mean())
+
+
+def test_deletion_term_covers_redundant_evidence_that_preservation_alone_leaves_out():
+    # either strip keeps the class, so Eq. 4's preservation loss is met by one strip; the
+    # deleted composite keeps the class unless both strips are in the mask
+    net = EitherSide()
+    net.register_parameter("dummy", nn.Parameter(torch.zeros(1)))
+    clf = Classifier("either-side", net, ["either", "other"], (32, 32))
+    x = torch.full((3, 32, 32), 0.9)
+    kw = dict(target=0, generator="optimise", iterations=100, backgrounds=4, finetune_samples=16, seed=0)
+    strips = []
+    for d in (0.0, 1.0):
+        m = explain(clf, x, "dcontrol", delete=d, **kw).maps["mask"]
+        strips.append(sorted([m[:, :4].mean(), m[:, 28:].mean()]) + [m[:, 8:24].mean()])
+    (lo0, hi0, mid0), (lo1, hi1, mid1) = strips
+    assert hi0 > 0.6 and lo0 < 0.3  # preservation only: one strip
+    assert lo1 > 0.5 and lo1 > 5 * mid1  # with the deletion term: both strips, not the middle
+
+
 def test_fallback_batch_size_invariance():
     clf = tiny_cnn()
     x = pixels(1, 16, seed=11)[0]
@@ -418,7 +452,7 @@ def test_fallback_batch_size_invariance():
         {"transformer": "gaussian"}, {"eta": 0}, {"h": -1.0}, {"eta": float("nan")}, {"h": 1e9},
         {"generator": "magic"}, {"finetune_samples": 0}, {"iterations": -1}, {"lr": 0.0},
         {"backgrounds": 0}, {"p_blur": 1.5}, {"batch_size": 0}, {"noise_std": -0.1}, {"seed": -1},
-        {"finetune_sigma": -1.0}, {"eta": "abc"},
+        {"finetune_sigma": -1.0}, {"eta": "abc"}, {"delete": -1.0},
     ],
 )
 def test_bad_parameters_raise_explainer_error(params):

@@ -242,6 +242,10 @@ def test_per_image_lowers_the_objective_and_leaves_the_model_alone(tiny_cnn):
 def test_grid_caps_large_inputs_and_maps_come_back_at_input_size(tiny_cnn):
     assert varsal.grid_size((224, 224), 64) == (64, 64)
     assert varsal.grid_size((28, 28), 64) == (28, 28)
+    # auto: full resolution from 128 px a side (the paper's), 32 cells below
+    assert varsal.grid_size((224, 224), None) == (224, 224) and varsal.grid_size((128, 160), None) == (128, 160)
+    assert varsal.grid_size((64, 64), None) == (32, 32) and varsal.grid_size((28, 28), None) == (28, 28)
+    assert varsal.grid_size((127, 254), None) == (16, 32)
     clf = tiny_cnn(24, **TINY)
     out = varsal.run(clf, tiny_image(24), 0, varsal.VarSalConfig(**{**FAST, "grid": 12}))
     assert out.maps["mean"].shape == (24, 24) and out.meta["grid"] == [12, 12]

@@ -20,7 +20,9 @@ The generator is trained with the classification loss only (Eq. 4) on the compos
 ``φ(I, M) = I·M + A·(1 − M)`` (Eq. 1, ``optimise``): ``python -m explainers fit --explainer
 dcontrol --model ID --data SOURCE [--set transformer=basic]`` (``explainers/training/dcontrol.py``);
 fits are found by ``store``. Without a fitted generator (an ImageNet model and no data, say) a free
-coarse map is optimised for the one image under the same controller and loss (``optimise``).
+coarse map is optimised for the one image under the same controller, with Eq. 4's loss plus a
+deletion term (ours, ``delete``: the image with the region replaced should lose the class; Eq. 4
+alone finds a sufficient region, and on an ImageNet network deleting it often left the class, issue 24).
 Fine-tuning (Section 3.3, ``finetune``) gives ``mask_finetuned``. ``method`` ties them together
 and registers ``dcontrol``; ``config`` holds its knobs.
 
@@ -72,13 +74,13 @@ from .generator import (
     probe_plan,
 )
 from .method import fitted_mask, run
-from .optimise import backgrounds, composite, optimise_z
+from .optimise import backgrounds, composite, deletion_loss, optimise_z
 from .store import FIT_NAME, choose_generator, fit_candidates, fit_filename, load_generator
 
 __all__ = [
     "GENERATORS", "DControlConfig", "IN_EPS", "TRANSFORMERS", "apply_controller", "check_eta_h", "coarse_size",
     "controller_cdf", "controller_density", "instance_normalise", "masks_from_z", "upsample", "finetune", "ranking",
     "Bottleneck", "FeatureFilter", "MaskGenerator", "capture", "generator_image", "generator_z", "init_generator",
-    "probe_plan", "fitted_mask", "run", "backgrounds", "composite", "optimise_z", "FIT_NAME", "choose_generator",
+    "probe_plan", "fitted_mask", "run", "backgrounds", "composite", "deletion_loss", "optimise_z", "FIT_NAME", "choose_generator",
     "fit_candidates", "fit_filename", "load_generator",
 ]

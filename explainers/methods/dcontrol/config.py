@@ -39,6 +39,8 @@ class DControlConfig:
     - ``blur_sigma`` = None (side/16), ``noise_std`` = 0.2, ``p_blur`` = 0.5: the random
       backgrounds A of the per-image optimisation, as in training (the objective's knobs, which
       the fitter shares by nesting this config).
+    - ``delete`` = 1: weight of the per-image optimisation's deletion term (ours, see ``optimise``;
+      0 = Eq. 4's loss alone); not a knob of the fit (the generator is trained with Eq. 4 only).
     - ``batch_size`` = 64: images per classifier forward when fine-tuning (halved on CUDA OOM).
     - ``seed`` = 0: the per-image optimisation's initial map and backgrounds.
 
@@ -71,6 +73,10 @@ class DControlConfig:
                             min=0.0, max=1.0, step=0.05, advanced=True)
     p_blur: float = knob(0.5, "probability that a background A is the blurred image (Section 4: half the time; 0.5)",
                          min=0.0, max=1.0, step=0.05, advanced=True)
+    delete: float = knob(1.0, "per-image only (ours, the paper has no per-image objective): weight of the deletion "
+                         "term −log(1 − p_c(φ(I, 1 − M))), which asks that the image with the mask's region replaced "
+                         "lose the class; 0 = Eq. 4's preservation loss only (default 1)", min=0.0, max=10.0, step=0.1,
+                         advanced=True)
     batch_size: int = knob(64, "images per classifier forward when fine-tuning (halved on CUDA OOM; default 64)",
                            min=1, max=512, step=1, advanced=True)
     seed: int = knob(0, "seed of the per-image optimisation's initial map and backgrounds (default 0)", min=0, step=1)
@@ -91,6 +97,7 @@ class DControlConfig:
             if v is not None:
                 _positive(name, v, allow_zero=True)
         _positive("noise_std", self.noise_std, allow_zero=True)
+        _positive("delete", self.delete, allow_zero=True)
         if not (isinstance(self.p_blur, (int, float)) and 0.0 <= float(self.p_blur) <= 1.0):
             raise ExplainerError(f"dcontrol: p_blur must be in [0, 1], got {self.p_blur!r}")
         if self.fit is not None and not isinstance(self.fit, (str, Path)):

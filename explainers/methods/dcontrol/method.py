@@ -57,7 +57,7 @@ def run(clf: Classifier, x01: torch.Tensor, target: int, config: DControlConfig,
         z, losses = optimise_z(clf, x01, target, cfg, progress)
         m = upsample(apply_controller(z, cfg.transformer, cfg.eta, cfg.h), clf.input_size)
         meta.update(generator="per-image optimisation", trained_transformer=cfg.transformer, trained_eta=cfg.eta, trained_h=cfg.h,
-                    iterations=cfg.iterations, final_loss=losses[-1] if losses else None)
+                    iterations=cfg.iterations, delete=cfg.delete, final_loss=losses[-1] if losses else None)
         extras["loss"] = np.asarray(losses, dtype=np.float32)
     report(progress, 0, 1, "fine-tuning")
     ref = _blur(x01, cfg.finetune_sigma if cfg.finetune_sigma is not None else min(clf.input_size) / 16.0)

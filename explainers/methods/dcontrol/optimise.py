@@ -10,6 +10,15 @@
   controller and loss, ``M = upsample(C(P))``: Adam, ``iterations`` = 300 at ``lr`` = 0.1 (the
   per-image setting the paper uses for Meaningful Perturbation, Appendix A.2), a batch of
   ``backgrounds`` = 4 random backgrounds per step (half blurred, half colour + noise).
+- ``delete`` = 1 (ours; the paper trains a generator and has no per-image objective) adds
+  ``delete · −log(1 − p_c(φ(I, 1 − M)))``: the image with the mask's region replaced by the same
+  backgrounds should lose the class, as in Dabkowski & Gal's and DSSR's deletion terms. Eq. 4 alone
+  asks for a region that is *sufficient*; a confident ImageNet network has many, and deleting one
+  of them need not remove the class (issue 24: with Eq. 4 alone, blurring the top 10% of the map
+  dropped EfficientNet-Lite0's top-1 probability by 0.054 on chelsea and 0.055 on rocket, with the
+  deletion term by 0.177 and 0.256; on shapes-resnet's first 20 test images pointing went from 0.60
+  to 0.80 and the drop from 0.39 to 0.69). The controller (the right-skewed transform) is applied
+  unchanged; each step forwards 2 × ``backgrounds`` images. ``delete`` = 0 is Eq. 4's loss alone.
 """
 from __future__ import annotations
 
@@ -66,6 +75,14 @@ def composite(x01: torch.Tensor, mask: torch.Tensor, background: torch.Tensor) -
     return x01 * m + background * (1 - m)
 
 
+def deletion_loss(logits: torch.Tensor, target: int) -> torch.Tensor:
+    """``mean −log(1 − p_c)`` over rows of ``logits`` (B, C): the cross-entropy of "not c", computed
+    as ``−logsumexp`` of the other classes' log-probabilities (no ``log(1 − p)`` cancellation)."""
+    logp = torch.log_softmax(logits, dim=1)
+    others = torch.cat([logp[:, :target], logp[:, target + 1:]], dim=1)
+    return -torch.logsumexp(others, dim=1).mean()
+
+
 def optimise_z(
     clf: Classifier,
     x01: torch.Tensor,
@@ -74,7 +91,8 @@ def optimise_z(
     progress: Optional[Callable] = None,
 ) -> tuple[torch.Tensor, list[float]]:
     """A free coarse map ``P`` optimised for one image under the controller and Eq. 4's loss:
-    ``min_P CE(f(φ(I, upsample(C(IN(P))), A)), c)`` averaged over ``backgrounds`` random A per step.
+    ``min_P CE(f(φ(I, upsample(C(IN(P))), A)), c)`` averaged over ``backgrounds`` random A per step,
+    plus ``delete ·`` :func:`deletion_loss` of ``φ(I, 1 − M)`` with the same A when ``delete`` > 0.
     Returns ``(z, loss history)``."""
     dev = clf.device
     gen = torch.Generator(device=dev).manual_seed(int(cfg.seed))
@@ -90,7 +108,11 @@ def optimise_z(
     for it in range(cfg.iterations):
         a = backgrounds(x, gen, cfg.p_blur, cfg.blur_sigma, cfg.noise_std, stratified=True)
         m = upsample(apply_controller(instance_normalise(p), cfg.transformer, cfg.eta, cfg.h), clf.input_size)
-        loss = F.cross_entropy(clf.logits01(composite(x, m, a)).float(), tgt)
+        if cfg.delete > 0:  # preserved and deleted composites in one batch of 2n
+            logits = clf.logits01(torch.cat([composite(x, m, a), composite(x, 1 - m.clamp(0, 1), a)])).float()
+            loss = F.cross_entropy(logits[:n], tgt) + cfg.delete * deletion_loss(logits[n:], int(target))
+        else:
+            loss = F.cross_entropy(clf.logits01(composite(x, m, a)).float(), tgt)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -23,7 +23,10 @@ Two ways to get (μ, ν) for an image:
   forward pass (the paper's point);
 - per-image: with no fitted encoder (e.g. a torchvision model), or when α, β or the baseline differ
   from the ones the encoder was trained with, μ and log ν are free parameters optimised with the
-  same objective for this one image. ``meta["amortised"]`` says which was used and why.
+  same objective for this one image, at full resolution for inputs of 128 px a side or more (the
+  paper's "no upsampling"; noisier, but on ImageNet photographs its top pixels matter more than a
+  coarser grid's) and on 32 cells a side, upsampled, below (``config.FULL_RES_SIDE``).
+  ``meta["amortised"]`` says which was used and why.
 
 Maps (raw, at the classifier's input size): ``mean`` = μ and ``std`` = √ν, both in units of the
 prior's standard deviation (the soft-TV prior has unit marginal variance). Larger μ = kept earlier

@@ -16,7 +16,7 @@ from ...classifiers.base import Classifier
 from ...progress import report
 from .. import references, softtv
 from ..soft_topk import soft_topk
-from .config import BASELINES, VarSalConfig
+from .config import BASELINES, FULL_RES_SIDE, SMALL_GRID, VarSalConfig
 from .encoder import Encoder, upsample
 
 
@@ -131,9 +131,12 @@ def negative_elbo(
 # per-image variational inference
 
 
-def grid_size(input_size: tuple[int, int], grid: int) -> tuple[int, int]:
-    """The per-image saliency grid: the input size, capped at ``grid`` cells on the longer side."""
+def grid_size(input_size: tuple[int, int], grid: Optional[int]) -> tuple[int, int]:
+    """The per-image saliency grid: the input size, capped at ``grid`` cells on the longer side;
+    ``grid`` None (auto): full resolution from ``FULL_RES_SIDE`` px a side, else ``SMALL_GRID`` cells."""
     H, W = input_size
+    if grid is None:
+        grid = max(H, W) if min(H, W) >= FULL_RES_SIDE else SMALL_GRID
     s = min(1.0, grid / max(H, W))
     return max(2, int(round(H * s))), max(2, int(round(W * s)))
 
