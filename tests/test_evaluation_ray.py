@@ -153,11 +153,15 @@ def test_retries_are_bounded(setup, tmp_path, monkeypatch):
     monkeypatch.setattr(R, "MAX_TASK_RETRIES", 1)
     clf, ds, _ = setup
 
-    class DieAlways:
-        def __init__(self):
-            self.always = True  # a state, or pickle never calls __setstate__
+    deaths = tmp_path / "deaths"
+
+    class DieAlways:  # each unpickling in a worker leaves a line in ``deaths``, then kills the worker
+        def __init__(self, path):
+            self.path = str(path)
 
         def __setstate__(self, state):
+            with open(state["path"], "a") as f:
+                f.write("died\n")
             os._exit(1)
 
     class Data:
@@ -169,7 +173,7 @@ def test_retries_are_bounded(setup, tmp_path, monkeypatch):
         def __getitem__(self, i):
             item = ds[i]
             if i == 1:
-                item = replace(item, extra=dict(item.extra, die=DieAlways()))
+                item = replace(item, extra=dict(item.extra, die=DieAlways(deaths)))
             return item
 
     from explainers.evaluation_ray import evaluate_ray
@@ -177,7 +181,10 @@ def test_retries_are_bounded(setup, tmp_path, monkeypatch):
     out = tmp_path / "r.jsonl"
     with pytest.raises(ExplainerError, match="worker died"):
         evaluate_ray(clf, Data(), METHOD, METRICS, out, PARAMS, model="shapes-resnet", device="cpu", workers=1)
-    assert 1 not in _indices_on_disk(out) and len(set(_indices_on_disk(out))) == len(_indices_on_disk(out))
+    # image 1 was tried once and retried MAX_TASK_RETRIES = 1 times, never more (an unbounded retry
+    # loop would hang or write more lines); rows on disk are each written once
+    assert deaths.read_text().count("died") == 2
+    assert len(set(_indices_on_disk(out))) == len(_indices_on_disk(out))
 
 
 def test_the_command_line_runs_on_ray(setup, tmp_path, capsys):
