@@ -145,3 +145,22 @@ def pages():
     import types
 
     return types.SimpleNamespace(open=open_page, need=need, controls=check_controls, app_path=APP)
+
+
+# --- scripts/ ----------------------------------------------------------------------------------
+
+
+def load_script(name: str):
+    """``scripts/<name>.py`` imported as a module, in this process (the engine is imported already)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, PAGES_ROOT / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="session")
+def script():
+    """:func:`load_script`: ``script("sampler_table")`` is ``scripts/sampler_table.py`` as a module."""
+    return load_script

@@ -2,23 +2,16 @@
 is the deletion curve's point with the blur fill."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def table():
-    spec = importlib.util.spec_from_file_location("imagenet_table", ROOT / "scripts" / "imagenet_table.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def table(script):
+    return script("imagenet_table")
 
 
 def test_drop_is_the_deletion_curve_with_blur_at_that_fraction(table, tiny_cnn):

@@ -4,7 +4,6 @@ The record is ``tests/fixtures/regression_maps.npz``, written by ``scripts/regre
 A change meant to alter maps rewrites it with that command and says so in its commit; any other
 change (a refactoring) must leave this test green.
 """
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -19,10 +18,8 @@ def test_maps_are_bit_identical_to_the_record():
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
 
-def test_the_check_detects_a_changed_map(monkeypatch):
-    spec = importlib.util.spec_from_file_location("regression_maps", ROOT / "scripts" / "regression_maps.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+def test_the_check_detects_a_changed_map(monkeypatch, script):
+    mod = script("regression_maps")
     import numpy as np
 
     with np.load(mod.FIXTURE) as z:

@@ -573,21 +573,10 @@ def test_in_fills_are_the_same_however_the_batches_fall():
 # ---------------------------------------------------------------------------------------------
 # scripts/sampler_table.py (Fig. 13 / 14 measurements)
 # ---------------------------------------------------------------------------------------------
-def _table_module():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "sampler_table.py"
-    spec = importlib.util.spec_from_file_location("sampler_table", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_frechet_distance_matches_the_matrix_square_root():
+def test_frechet_distance_matches_the_matrix_square_root(script):
     from scipy.linalg import sqrtm
 
-    T = _table_module()
+    T = script("sampler_table")
     rng = np.random.default_rng(0)
     a = rng.normal(size=(200, 5))
     b = rng.normal(size=(300, 5)) @ rng.normal(size=(5, 5)) + 0.5
@@ -598,18 +587,18 @@ def test_frechet_distance_matches_the_matrix_square_root():
     assert abs(T.frechet(a, a)) < 1e-8
 
 
-def test_grid_in_fill_replaces_a_quarter_of_the_pixels():
-    T = _table_module()
+def test_grid_in_fill_replaces_a_quarter_of_the_pixels(script):
+    T = script("sampler_table")
     x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     out = T.grid_infilled(x, S.make_sampler("constant", 8, torch.device("cpu"), value=2.0), seed=0)
     changed = (out != x).any(1)[0]
     assert float(changed.float().mean()) == 0.25 and changed[:8, :8].all() and not changed[:8, 8:16].any()
 
 
-def test_sampler_table_runs_on_two_images(capsys):
+def test_sampler_table_runs_on_two_images(capsys, script):
     if not (S.COMMITTED / "shapes" / "patchsampler.safetensors").exists():
         pytest.skip("no committed shapes sampler")
-    T = _table_module()
+    T = script("sampler_table")
     assert T.main(["--data", "shapes", "--nll-images", "2", "--fd-images", "2", "--auc-images", "2", "--N", "1"]) == 0
     out = capsys.readouterr().out
     lines = [ln for ln in out.splitlines() if ln.startswith("| ") and not ln.startswith(("| sampler ", "| ---"))]
@@ -617,10 +606,10 @@ def test_sampler_table_runs_on_two_images(capsys):
     assert "| noise | 8.000 |" in out  # uniform over 256 levels
 
 
-def test_sampler_table_temperature_rows_and_repeated_fd_draws(capsys):
+def test_sampler_table_temperature_rows_and_repeated_fd_draws(capsys, script):
     if not (S.COMMITTED / "shapes" / "patchsampler.safetensors").exists():
         pytest.skip("no committed shapes sampler")
-    T = _table_module()
+    T = script("sampler_table")
     assert T.main(["--data", "shapes", "--nll-images", "1", "--fd-images", "3", "--auc-images", "0", "--samplers",
                    "patchsampler,grey", "--temperature", "0.5,1", "--fd-draws", "2"]) == 0
     rows = [ln.split("|")[1:-1] for ln in capsys.readouterr().out.splitlines() if ln.startswith(("| patchsampler", "| grey"))]

@@ -437,19 +437,8 @@ def test_std_beyond_mean_removes_what_the_mean_predicts():
         varsal.std_beyond_mean(mean, std[:5])
 
 
-def _script():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "varsal_uncertainty.py"
-    spec = importlib.util.spec_from_file_location("varsal_uncertainty", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_corruptions_follow_imagenet_c():
-    mod = _script()
+def test_corruptions_follow_imagenet_c(script):
+    mod = script("varsal_uncertainty")
     flat = np.full((8, 8, 3), 100, dtype=np.uint8)
     np.testing.assert_array_equal(mod.motion_blur(flat, 30.0, 3, 2), flat)  # weights sum to 1
     grey = np.full((4, 4, 3), 60, dtype=np.uint8)
@@ -463,7 +452,7 @@ def test_corruptions_follow_imagenet_c():
     np.testing.assert_array_equal(mod.corrupt(imgs, "motion_blur", 1), mod.corrupt(imgs, "motion_blur", 1))
 
 
-def test_uncertainty_script_runs_on_a_few_images(capsys):
+def test_uncertainty_script_runs_on_a_few_images(capsys, script):
     from explainers.classifiers.embedded import EMBEDDED, load_embedded
 
     if not EMBEDDED["shapes-resnet"].weights.exists():
@@ -472,7 +461,7 @@ def test_uncertainty_script_runs_on_a_few_images(capsys):
         pytest.skip("no committed VarSal encoder for shapes-resnet")
     n = torch.get_num_threads()
     try:
-        assert _script().main(["--models", "shapes-resnet", "--limit", "3", "--per-image-limit", "1", "--steps", "2", "--draws", "2"]) == 0
+        assert script("varsal_uncertainty").main(["--models", "shapes-resnet", "--limit", "3", "--per-image-limit", "1", "--steps", "2", "--draws", "2"]) == 0
     finally:
         torch.set_num_threads(n)
     out = capsys.readouterr().out
