@@ -123,8 +123,7 @@ def knob_values(methods: list[str], clf=None, defaults: Optional[dict[str, dict]
         else:
             fallback = {n: v for n, v in (("min", k.lo), ("max", k.hi), ("step", k.step), ("help", k.help)) if v not in (None, "")}
             start = defaults.get(k.method, {}).get(k.field, f.default)
-            v = widgets.field_widget(f, typing.get_type_hints(config)[k.field],
-                                     f"knob.{k.method}.{k.field}" + (".lighter" if start != f.default else ""), where=col,
+            v = widgets.field_widget(f, typing.get_type_hints(config)[k.field], f"knob.{k.method}.{k.field}", where=col,
                                      label=k.label, fallback=fallback, default=start)
         if v is not widgets.SKIP and v != f.default:
             out[k.method][k.field] = v

@@ -87,12 +87,15 @@ def field_widget(f: dataclasses.Field, typ: Any, key: str, where: Any = st, labe
     "automatic", the empty number input shows the field's ``auto`` word instead). ``fallback``
     supplies ``min``/``max``/``step``/``help`` the field's metadata lacks. The label names the
     paper's symbol; the help says the default. ``default`` replaces the field's default as the
-    widget's starting value (the lighter settings of :func:`lighter`); the help still names the
-    config's.
+    widget's starting value (the lighter settings of :func:`lighter`); such a widget gets its own key
+    (``key + ".lighter"``), so going back to the config's default never keeps a lighter value; the
+    help still names the config's.
     """
     if f.default is dataclasses.MISSING:
         return SKIP
     d = f.default if default is dataclasses.MISSING else default
+    if d != f.default:
+        key = f"{key}.lighter"
     meta = {**(fallback or {}), **f.metadata}
     base, optional = _base_type(typ)
     symbol, auto = meta.get("symbol"), meta.get("auto")
@@ -155,10 +158,7 @@ def config_inputs(config: type, skip: Iterable[str] = (), key: str = "", default
             main += extra
     out: dict[str, Any] = {f.name: defaults[f.name] for f in fields if f.name in defaults and f not in main}  # not drawn
     for f in main:
-        if f.name in defaults:
-            v = field_widget(f, hints.get(f.name, Any), f"{key}{f.name}.lighter", default=defaults[f.name])
-        else:
-            v = field_widget(f, hints.get(f.name, Any), f"{key}{f.name}")
+        v = field_widget(f, hints.get(f.name, Any), f"{key}{f.name}", default=defaults.get(f.name, dataclasses.MISSING))
         if v is not SKIP and v != f.default:
             out[f.name] = v
     return out
@@ -169,7 +169,7 @@ def lighter(pc: Any, methods: Iterable[str], where: Any = st) -> dict[str, dict]
     (``explainers.cost.sized_defaults``: fewer iterations and forwards for 224-px inputs on a CPU),
     per method, and the one click back: a toggle for the papers' values, shown with what it changes.
     Returns ``{method: params}`` — empty dicts when the defaults stand or the toggle is on."""
-    from explainers.cost import sized_defaults
+    from explainers.cost import CPU_LARGE, sized_defaults
 
     sized = {m: sized_defaults(m, tuple(pc.clf.input_size), pc.device) for m in methods}
     found = {m: s for m, s in sized.items() if s[0]}
@@ -177,7 +177,7 @@ def lighter(pc: Any, methods: Iterable[str], where: Any = st) -> dict[str, dict]
     if not found:
         return out
     h, w = pc.clf.input_size
-    what = "; ".join(f"**{m}** {line.split(': ', 1)[-1].split(';')[0]}" for m, (_, line) in found.items())
+    what = "; ".join(f"**{m}** {CPU_LARGE[m][1]}" for m in found)  # each method's own words
     paper = where.toggle("Paper's settings", help="the methods' own defaults (the papers' values): slower on this device",
                          **kept("lighter.paper", False, lambda v: isinstance(v, bool)))
     if paper:
@@ -200,8 +200,6 @@ def knob(config: type, name: str, key: str, where: Any = st, label: Optional[str
     """The widget of one field of ``config`` (its range, help and default from the field; a
     ``default`` given here — a lighter setting — starts it elsewhere, under its own key)."""
     f = next(f for f in dataclasses.fields(config) if f.name == name)
-    if default is not dataclasses.MISSING and default != f.default:
-        key = f"{key}.lighter"
     return field_widget(f, typing.get_type_hints(config)[name], key, where, label, fallback, default)
 
 
@@ -254,8 +252,8 @@ def pmi_controls(clf, key: str = "pmi", defaults: Optional[dict] = None) -> dict
                           + (f"Fitted samplers exist for K = {', '.join(map(str, options))} on {data}; fit another with "
                              f"`{fit_command(data)}`" if sampler in FITTED else "Any K works with this sampler."))
     n0, s0 = defaults.get("N", d.N), defaults.get("stride", d.stride)
-    lighter_n, lighter_s = (".lighter" if n0 != d.N else ""), (".lighter" if s0 != d.stride else "")
-    N = knob(PMIConfig, "N", remember(f"{key}.N{lighter_n}", n0), where=c3, label="N (in-fills per patch)")
+    lighter_s = ".lighter" if s0 != d.stride else ""  # as field_widget keys a lighter N
+    N = knob(PMIConfig, "N", f"{key}.N", where=c3, label="N (in-fills per patch)", default=n0)
     stride = c4.slider("stride S", 1, K, help=help_for(PMIConfig, "stride") + (f"; starts at {s0} here, a lighter setting" if lighter_s else ""),
                        **kept(f"{key}.stride{lighter_s}", min(s0, K), lambda v: isinstance(v, int) and 1 <= v <= K))
     params: dict[str, Any] = {"K": K, "N": N, "stride": stride, "sampler": sampler}
