@@ -228,11 +228,13 @@ def _mipin(clf: Classifier, cfg) -> Cost:
 
 
 def _occlusion(clf: Classifier, cfg) -> Cost:
-    # Captum's Occlusion: floor((side − window) / stride) + 1 positions a side, and the image itself
+    # Captum's windows: ceil((side − window) / stride) + 1 positions a side, and the image itself
+    from .methods.baselines import occlusion_starts
+
     h, w = clf.input_size
     if cfg.window > min(h, w):
         return Cost(blocked=f"occlusion: window {cfg.window} larger than the image {clf.input_size}")
-    n = ((h - cfg.window) // cfg.stride + 1) * ((w - cfg.window) // cfg.stride + 1)
+    n = len(occlusion_starts(h, cfg.window, cfg.stride)) * len(occlusion_starts(w, cfg.window, cfg.stride))
     return Cost(forwards=n + 1, detail=f"{n} windows")
 
 

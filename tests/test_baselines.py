@@ -39,6 +39,59 @@ def test_occlusion_equals_direct_sliding_window(clf, x):
     np.testing.assert_allclose(r.maps["occlusion"], ref.numpy(), atol=1e-5)
 
 
+@pytest.mark.parametrize("window, stride", [(4, 4), (5, 2), (4, 3), (12, 12)])
+def test_occlusion_equals_captums(clf, x, window, stride):
+    """Our anytime loop visits Captum's windows (the last one clipped at the edge when the stride
+    does not divide) and averages them as Captum does."""
+    from captum.attr import Occlusion
+
+    from explainers.methods.baselines import PixelModel
+
+    r = explain(clf, x, "occlusion", target=2, window=window, stride=stride, value=0.3, batch_size=5)
+    ref = Occlusion(PixelModel(clf, softmax=True)).attribute(
+        x[None], sliding_window_shapes=(3, window, window), strides=(3, stride, stride), baselines=0.3, target=2)
+    np.testing.assert_allclose(r.maps["occlusion"], ref[0].mean(0).numpy(), atol=1e-6)
+
+
+def test_occlusion_publishes_final_values_coarse_to_fine():
+    from explainers.methods.baselines import OcclusionConfig, run_occlusion
+
+    g = torch.Generator().manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 3))
+    clf = Classifier("t", net.eval(), [str(i) for i in range(3)], (40, 40))
+    x = torch.rand(1, 3, 40, 40, generator=g)
+    parts = []
+
+    def progress(done, total, message="", partial=None):
+        if partial is not None:
+            parts.append((done, total, partial["occlusion"].copy()))
+
+    cfg = OcclusionConfig(window=8, stride=4, batch_size=7)
+    final = run_occlusion(clf, x, 0, cfg, progress).maps["occlusion"].numpy()
+    assert len(parts) >= 3 and parts[0][0] <= parts[0][1] / 3  # a first map after a third of the windows
+    shown = [np.isfinite(p).mean() for _, _, p in parts]
+    assert shown == sorted(shown) and 0 < shown[0] < 1
+    for _, _, p in parts:
+        ok = np.isfinite(p)
+        np.testing.assert_array_equal(p[ok], final[ok].astype(np.float32))
+
+
+def test_occlusion_stops_on_cancel(clf, x):
+    from explainers.errors import Cancelled
+    from explainers.methods.baselines import OcclusionConfig, run_occlusion
+
+    seen = []
+
+    def progress(done, total, message=""):
+        seen.append(done)
+        if done >= 3:
+            raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        run_occlusion(clf, x[None], 1, OcclusionConfig(window=4, stride=2, batch_size=3), progress)
+    assert seen[-1] == 3 < 25
+
+
 def test_integrated_gradients_completeness(clf, x):
     r = explain(clf, x, "integrated-gradients", target=2, steps=64, value=0.0)
     with torch.no_grad():

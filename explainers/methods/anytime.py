@@ -139,3 +139,27 @@ def coarse_to_fine(boxes: np.ndarray, shape: tuple[int, int]) -> Plan:
     out = np.concatenate(order) if order else np.zeros(0, dtype=np.int64)
     assert len(out) == len(boxes) and len(np.unique(out)) == len(boxes)
     return Plan(out.astype(np.int64), ends, boxes, (h, w))
+
+
+def distribute(values: np.ndarray, boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """PMI's Algorithm 1, line 9, and Occlusion's averaging: the average of per-patch ``values`` (P,) or (P, M) over the patches covering each pixel.
+
+    Sums over boxes are accumulated with 2-D difference arrays (O(P + HW), no per-pixel loop).
+    Returns (H, W) or (M, H, W) float64; a pixel covered by no patch gets 0.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    squeeze = v.ndim == 1
+    v = v[:, None] if squeeze else v
+    h, w = shape
+    x0, y0, x1, y1 = (boxes[:, i] for i in range(4))
+
+    def accumulate(vals: np.ndarray) -> np.ndarray:
+        d = np.zeros((vals.shape[1], h + 1, w + 1))
+        for (yy, xx), sign in (((y0, x0), 1), ((y0, x1), -1), ((y1, x0), -1), ((y1, x1), 1)):
+            np.add.at(d, (slice(None), yy, xx), sign * vals.T)
+        return d.cumsum(1).cumsum(2)[:, :h, :w]
+
+    sums = accumulate(v)
+    count = accumulate(np.ones((len(boxes), 1)))[0]
+    out = np.divide(sums, count, out=np.zeros_like(sums), where=count > 0)
+    return out[0] if squeeze else out

@@ -33,7 +33,7 @@ from ..config import knob
 from ..core import MethodOutput, MethodSpec, register
 from ..errors import ExplainerError
 from ..progress import report
-from .anytime import coarse_to_fine
+from .anytime import coarse_to_fine, distribute
 from .samplers import SAMPLERS, TEMPERATURE, InFills, data_key, make_sampler, patch_boxes, paste, sampler_key
 
 LN2 = math.log(2.0)
@@ -94,32 +94,8 @@ class PMIConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# Algorithm 1, line 9: patch values -> pixel averages
+# Algorithm 1, line 9: patch values -> pixel averages (``anytime.distribute``)
 # ---------------------------------------------------------------------------------------------
-def distribute(values: np.ndarray, boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Average of per-patch ``values`` (P,) or (P, M) over the patches covering each pixel.
-
-    Sums over boxes are accumulated with 2-D difference arrays (O(P + HW), no per-pixel loop).
-    Returns (H, W) or (M, H, W) float64; a pixel covered by no patch gets 0.
-    """
-    v = np.asarray(values, dtype=np.float64)
-    squeeze = v.ndim == 1
-    v = v[:, None] if squeeze else v
-    h, w = shape
-    x0, y0, x1, y1 = (boxes[:, i] for i in range(4))
-
-    def accumulate(vals: np.ndarray) -> np.ndarray:
-        d = np.zeros((vals.shape[1], h + 1, w + 1))
-        for (yy, xx), sign in (((y0, x0), 1), ((y0, x1), -1), ((y1, x0), -1), ((y1, x1), 1)):
-            np.add.at(d, (slice(None), yy, xx), sign * vals.T)
-        return d.cumsum(1).cumsum(2)[:, :h, :w]
-
-    sums = accumulate(v)
-    count = accumulate(np.ones((len(boxes), 1)))[0]
-    out = np.divide(sums, count, out=np.zeros_like(sums), where=count > 0)
-    return out[0] if squeeze else out
-
-
 def pmi_map(extras: dict, cls: int) -> np.ndarray:
     """The PMI map (bits, (H, W)) of class ``cls`` from a ``pmi-ig`` result's ``extras``."""
     pmi = extras["patch_pmi"]
