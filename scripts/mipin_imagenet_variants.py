@@ -15,7 +15,8 @@ its table rows exactly. Variants:
   ``shares`` (X/mean X per channel, the default), ``broadcast`` (the pooling's minimum-norm inverse:
   the pooled signal at every position) or ``activation`` (X itself: CAM — not an inverse), each
   gated by the forward ReLU; ``+relu`` = the paper's ReLU on the attribution vectors (Section 6.1)
-  taken before the channel mean (after it, the ranking of the top 10% does not change);
+  taken before the channel mean (after it, the ranking of the top 10% does not change); and the
+  default with ReLU6's flat top gated too (0 < X < 6);
 - the map resized ``bilinear`` (default), ``bicubic`` or ``nearest``;
 - one more stage inverted, the head's 1×1 conv 320 → 1280 with its BN folded, data-free: its
   minimum-norm inverse (pinv of the folded weight; Eq. 7 with isotropic features) or its transpose;
@@ -170,6 +171,9 @@ def variant_maps(clf, x01: torch.Tensor, c: int, fit: dict | None) -> dict[str, 
             if top == "data-free" and pool != "activation":
                 for mode in ("bicubic", "nearest"):
                     out[f"{top}/{pool}/{mode}"] = (a.mean(0), mode)
+    # ReLU6 is flat at 6 as well as at 0: gate the saturated entries too (0.5% of them here)
+    a = Y * (w / w.dot(w)).view(-1, 1, 1) * pools["shares"] * ((X > 0) & (X < 6))
+    out["data-free/shares, ReLU6 gate (0 < X < 6)/bilinear"] = (a.mean(0), "bilinear")
     a1280 = Y * (w / w.dot(w)).view(-1, 1, 1) * pools["shares"] * gate
     for name, K in (("pinv", torch.linalg.pinv(Wf)), ("transpose", Wf.T)) + ((("fitted-eq7", fit["K"]),) if fit else ()):
         a = torch.einsum("dc,chw->dhw", K, a1280)
