@@ -117,6 +117,35 @@ def test_each_cell_shows_its_estimate_and_long_work_waits_for_a_click(app, pages
     assert [m for m, _ in calls] == ["gradcam"]  # a rerun starts nothing and recomputes nothing
 
 
+def test_a_running_cell_draws_the_partial_maps_its_method_publishes(app, pages, monkeypatch):
+    """While a method runs, its grid cell draws the latest partial map it published (its first map,
+    labelled "partial (so far)"), then the final map replaces it."""
+    import time
+
+    import explainers.diskcache
+    import ui.grid
+    import ui.page
+
+    real, drawn = explainers.diskcache.explain, []
+
+    def slow(clf, image, method, target=None, progress=None, **params):
+        part = np.full((64, 64), np.nan, dtype=np.float32)
+        part[:8, :8] = 1.0
+        progress(1, 2, "half", partial={method: part})
+        time.sleep(1.0)  # the waiting script polls every 0.25 s
+        return real(clf, image, method, target=target, progress=progress, **params)
+
+    def partial_image(method, partial):
+        drawn.append((method, float(np.nansum(ui.page.partial_maps(partial)[method]))))
+
+    monkeypatch.setattr(explainers.diskcache, "explain", slow)
+    monkeypatch.setattr(ui.grid, "partial_image", partial_image)
+    a = pages.open(app(**{"compare.methods": ["gradcam"]}), PAGE)
+    assert not a.exception
+    assert drawn == [("gradcam", 64.0)]
+    assert len(a.get("plotly_chart")) == 1  # the final map
+
+
 def test_a_method_that_cannot_run_says_why_without_running(at, pages, calls, monkeypatch):
     import explainers.cost
 

@@ -10,6 +10,7 @@ so the class box never recomputes them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import typing
@@ -225,6 +226,20 @@ class Grid:
         c.feet[0].caption(text)
 
 
+def partial_image(method: str, partial: Any) -> None:
+    """A running cell's latest partial map (its first map), as a still image: blank (light grey)
+    where not final yet. (A still image, not a plotly chart: the cell's final chart replaces it.)"""
+    from explainers.viz import colorize
+
+    maps = page.partial_maps(partial)
+    if not maps:
+        return
+    name, arr = next(iter(maps.items()))
+    rgb = colorize(arr, METHODS[method].maps.get(name, "signed"))
+    rgb[~np.isfinite(arr)] = 235
+    st.image(rgb, caption=f"{name} · partial (so far); grey: not final yet", width="stretch")
+
+
 def run_key_target(method: str, target: int, top1: int) -> int:
     return top1 if method in CLASS_FREE | ALL_CLASSES else target
 
@@ -265,7 +280,8 @@ def render(pc: page.PageContext, methods: list[str], params: dict[str, dict], ta
     for _, c, t in sorted(todo, key=lambda x: x[0]):  # then the rest, cheapest first
         title = METHODS[c.method].title
         with c.bodies[0].container():
-            out = page.explanation(pc.model_id, pc.device, pc.png, c.method, c.params, t, title, slot=f"grid.{c.method}")
+            out = page.explanation(pc.model_id, pc.device, pc.png, c.method, c.params, t, title, slot=f"grid.{c.method}",
+                                   draw_partial=functools.partial(partial_image, c.method))
         if out.ok:
             results[c.method] = for_class(out.result, target, pc.clf.labels)
             grid.draw(c, results[c.method])
