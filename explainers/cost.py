@@ -294,8 +294,13 @@ CPU_LARGE = {
     "pmi-ig": (dict(stride=8, N=2), "stride 8 and 2 in-fills (paper: every patch, 8 in-fills; default S = 4)"),
     "occlusion": (dict(window=16, stride=8), "16-px window at stride 8"),
     "rise": (dict(masks=300), "300 masks"),
-    "varsal": (dict(steps=30), "30 per-image steps"),
-    "dcontrol": (dict(iterations=60), "60 per-image iterations"),
+    # a smaller lr for the short run: on efficientnet-lite0's seven photographs 1.01x Occlusion's top-10%
+    # drop at lr 0.05 against 0.78x at 0.1 (issue 24; 0.1 for 150 steps, the default: 0.86x). lr 0.02
+    # drops more (1.14x) but its 30 steps move log nu by at most 0.3, leaving the std map near the prior's
+    "varsal": (dict(steps=30, lr=0.05), "30 per-image steps at learning rate 0.05 (default: 150 at 0.1)"),
+    # the same passes as 60 iterations on 4 backgrounds; on efficientnet-lite0's seven photographs
+    # 0.94x Occlusion's top-10% drop against 0.68x (issue 24; the README's real-network table)
+    "dcontrol": (dict(iterations=120, backgrounds=2), "120 per-image iterations on 2 backgrounds (default: 300 on 4)"),
     "dssr": (dict(iterations=60), "60 iterations (paper: 300)"),
 }
 

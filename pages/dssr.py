@@ -12,8 +12,9 @@ st.caption(
     "reference). **SSR** keeps the class with a small mask (Eq. 2), **SDR** destroys it (Eq. 3), **DSSR** does both "
     "(Eq. 4), **DSSR+** adds a max-pool regulariser that favours compact regions and perturbs with the "
     "average-pooled mask m̄ (Eq. 5). DSSR(+) use a two-stage λ: smaller while the preserved image has lost the "
-    "class, f(preserved) ≤ θ·f(x). The reference **auto** is the one of noise, blur and mean colour that this "
-    "classifier reads as the least class evidence (the paper's uniform noise is one of them)."
+    "class, f(preserved) ≤ θ·f(x). The reference **auto** is blur when a blurred image keeps none of its class "
+    "for this classifier (the photograph networks), else the one of noise, blur and mean colour that it reads as "
+    "the least class evidence (the paper's uniform noise is one of them)."
 )
 pc = page.prologue()
 clf, seen = pc.clf, pc.seen

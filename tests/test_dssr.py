@@ -674,3 +674,52 @@ def test_auto_reference_is_chosen_once_per_classifier_and_used(monkeypatch):
         c2.net.gain.copy_(torch.tensor([0.0, 10.0]))
     references.auto_reference(c2)
     assert calls == ["reads-noise", "reads-noise"]
+
+
+class ReadsSharpEdges(nn.Module):
+    """Class 0 from a sharp edge (the largest jump between neighbours above 0.4: the probes' squares
+    have 0.8, blurred they keep about 0.16), class 1 from spatial contrast (which a blur keeps), class 2
+    nothing: the mean colour reads as no class at all, the blurred squares confidently as class 1."""
+
+    def forward(self, x):
+        jump = torch.maximum((x[..., 1:, :] - x[..., :-1, :]).abs().amax(dim=(1, 2, 3)),
+                             (x[..., 1:] - x[..., :-1]).abs().amax(dim=(1, 2, 3)))
+        contrast = x.std(dim=(2, 3)).mean(dim=1)
+        return torch.stack([60 * torch.relu(jump - 0.4), 40 * contrast, torch.zeros_like(jump)], dim=1)
+
+
+def test_class_kept_is_the_share_of_the_probes_own_class_the_reference_leaves():
+    from explainers.methods import references
+
+    c = Classifier("reads-edges", ReadsSharpEdges(), ["edge", "contrast", "nothing"], (SIZE, SIZE))
+    probes = _probes()
+    p = torch.softmax(ReadsSharpEdges()(probes).double(), dim=1)
+    own = p.argmax(dim=1)
+    for kind in ("blur", "mean"):  # slow reference: per probe, then the ratio of the means
+        q = torch.softmax(ReadsSharpEdges()(reference(kind, probes)).double(), dim=1)
+        want = sum(float(q[i, own[i]]) for i in range(len(probes))) / sum(float(p[i, own[i]]) for i in range(len(probes)))
+        assert references.class_kept(c, probes, kind) == pytest.approx(want, rel=1e-9)
+    assert references.class_kept(c, probes, "blur") < 0.01  # the blurred squares lose their class
+    # a blur that keeps the class (ReadsNoise reads contrast, which a blur keeps) keeps most of it
+    c2 = Classifier("reads-noise", ReadsNoise(), ["noise", "contrast", "nothing"], (SIZE, SIZE))
+    assert references.class_kept(c2, probes, "blur") > 0.5
+
+
+def test_auto_reference_prefers_blur_when_the_blurred_probes_lose_their_class(monkeypatch):
+    """Issue 24: the least-evidence choice alone (here the mean colour, read as no class at all)
+    loses to blur when a blurred probe keeps at most BLUR_KEEPS of its own class; ReadsNoise, whose
+    blurred squares keep their class, keeps the least-evidence choice (the test above)."""
+    from explainers.methods import references
+
+    monkeypatch.setattr(references, "_AUTO", {})
+    monkeypatch.setattr(references, "probe_images", lambda clf: (_probes(), "six squares"))
+    c = Classifier("reads-edges", ReadsSharpEdges(), ["edge", "contrast", "nothing"], (SIZE, SIZE))
+    kind, scores = references.least_informative(c, _probes())
+    assert kind == "mean" and scores["mean"] < 1e-6 < scores["blur"], scores
+    got = references.auto_reference(c)
+    assert got["kind"] == "blur" and got["blur_keeps"] <= references.BLUR_KEEPS, got
+    x = _image()
+    a = explain(c, x, "dssr", target=0, iterations=5)
+    b = explain(c, x, "dssr", target=0, iterations=5, reference="blur")
+    assert a.meta["reference"]["kind"] == "blur"
+    np.testing.assert_array_equal(a.maps["mask"], b.maps["mask"])
