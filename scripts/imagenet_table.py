@@ -145,14 +145,14 @@ def control_maps(name: str, shape: tuple[int, int], fraction: float, seed: int, 
 
 # ------------------------------------------------------------------------------------- measures
 def top_blur_drop(clf, x01: torch.Tensor, saliency: np.ndarray, target: int, fraction: float = 0.1,
-                  sigma: Optional[float] = None) -> tuple[float, float]:
+                  sigma: Optional[float] = None, fill: str = "blur") -> tuple[float, float]:
     """``(p, p_blurred)``: the target's probability on the image and with the top ``fraction`` of the
     map's pixels replaced by the blurred image (σ = ``sigma``; None = side/16) — the deletion curve
     with the blur fill at that one fraction (``explainers.metrics.reveal_masks``, ties proportional)."""
     x = x01 if x01.dim() == 4 else x01.unsqueeze(0)
     x = x.to(clf.device)
     top = torch.from_numpy(reveal_masks(saliency, [fraction])).to(x.device, x.dtype).unsqueeze(1)
-    ref = baseline_image(x, "blur", sigma)
+    ref = baseline_image(x, fill, sigma)  # --fill: blur (default) or a cross-check (mean, grey)
     p = clf.probabilities(torch.cat([x, x * (1 - top) + ref * top]))[:, int(target)]
     return float(p[0]), float(p[1])
 
@@ -167,19 +167,22 @@ def tied_at(saliency: np.ndarray, fraction: float) -> float:
     return float(np.mean(flat == t))
 
 
-def score_map(clf, x01, saliency, target, fraction, sigma, steps) -> dict:
-    p, pb = top_blur_drop(clf, x01, saliency, target, fraction, sigma)
+def score_map(clf, x01, saliency, target, fraction, sigma, steps, fill: str = "blur") -> dict:
+    p, pb = top_blur_drop(clf, x01, saliency, target, fraction, sigma, fill)
     return {
         "p": p, "p_blurred": pb, "drop": p - pb,
-        "deletion": deletion_auc(clf, x01, saliency, target, steps=steps, baseline="blur", blur_sigma=sigma) if steps else None,
-        "insertion": insertion_auc(clf, x01, saliency, target, steps=steps, baseline="blur", blur_sigma=sigma) if steps else None,
+        "deletion": deletion_auc(clf, x01, saliency, target, steps=steps, baseline=fill, blur_sigma=sigma) if steps else None,
+        "insertion": insertion_auc(clf, x01, saliency, target, steps=steps, baseline=fill, blur_sigma=sigma) if steps else None,
         "tied": tied_at(saliency, fraction),
     }
 
 
 # ------------------------------------------------------------------------------------- the file
-def row_key(model: str, photo: str, label: str, sigma, steps: int, fraction: float, draws: Optional[int]) -> str:
+def row_key(model: str, photo: str, label: str, sigma, steps: int, fraction: float, draws: Optional[int],
+            fill: str = "blur") -> str:
     k = {"model": model, "photo": photo, "method": label, "sigma": sigma, "steps": steps, "fraction": fraction}
+    if fill != "blur":  # blur rows keep the keys they had before --fill existed
+        k["fill"] = fill
     if draws is not None:
         k["draws"] = draws
     return json.dumps(k, sort_keys=True)
@@ -249,25 +252,25 @@ def method_map(clf, photo: str, x01: torch.Tensor, spec: str, maps_dir: Optional
 
 
 def run_row(clf, photo: str, x01: torch.Tensor, spec: str, fraction: float, sigma, steps: int, seed: int, draws: int,
-            maps_dir: Optional[Path] = None) -> dict:
+            maps_dir: Optional[Path] = None, fill: str = "blur") -> dict:
     """One (photograph, method spec) row: the map(s), then the drop, the curves (``steps`` = 0: none)."""
     name, params, label = parse_spec(spec)
     row: dict[str, Any] = {"format": FORMAT, "model": clf.id, "photo": photo, "method": label, "name": name,
-                           "sigma": sigma, "steps": steps, "fraction": fraction}
+                           "sigma": sigma, "steps": steps, "fraction": fraction, "fill": fill}
     if name in CONTROLS:
         target = int(clf.probabilities(x01.unsqueeze(0))[0].argmax())
         photo_seed = seed + 1000 * PHOTOS.index(photo) if photo in PHOTOS else seed
         maps = control_maps(name, tuple(clf.input_size), fraction, photo_seed, draws)
-        scores = [score_map(clf, x01, m, target, fraction, sigma, steps) for m in maps]
+        scores = [score_map(clf, x01, m, target, fraction, sigma, steps, fill) for m in maps]
         row.update({k: (None if scores[0][k] is None else float(np.mean([s[k] for s in scores]))) for k in scores[0]})
         row.update(target=target, seconds=None, map="control", draws=draws, seed=seed)
     else:
         sal, info = method_map(clf, photo, x01, spec, maps_dir)
         target = info["target"]
-        row.update(score_map(clf, x01, sal, target, fraction, sigma, steps))
+        row.update(score_map(clf, x01, sal, target, fraction, sigma, steps, fill))
         row.update(info)
     row["target_label"] = clf.labels[target]
-    row["key"] = row_key(clf.id, photo, label, sigma, steps, fraction, draws if name in CONTROLS else None)
+    row["key"] = row_key(clf.id, photo, label, sigma, steps, fraction, draws if name in CONTROLS else None, fill)
     return row
 
 
@@ -330,6 +333,9 @@ def main(argv=None) -> int:
                     help="comma list of NAME or NAME[key=value,...] (map=, negate=1 are the script's)")
     ap.add_argument("--fraction", type=float, default=0.1, help="the top fraction blurred for the drop (default 0.1)")
     ap.add_argument("--sigma", type=float, default=None, help="blur σ in pixels (default side/16)")
+    ap.add_argument("--fill", default="blur", choices=["blur", "mean", "grey"],
+                    help="what removed pixels become in the drop and the curves (default blur; mean colour or "
+                         "grey to cross-check a method whose own reference is the blur)")
     ap.add_argument("--steps", type=int, default=32, help="steps of the deletion and insertion curves (default 32; 0 = "
                     "no curves, the drop only)")
     ap.add_argument("--draws", type=int, default=3, help="seeds averaged for each control (default 3)")
@@ -368,13 +374,14 @@ def main(argv=None) -> int:
         x01 = clf.pixels(load_photo(photo))
         for spec, lab in zip(specs, labels):
             name = parse_spec(spec)[0]
-            key = row_key(clf.id, photo, lab, args.sigma, args.steps, args.fraction, args.draws if name in CONTROLS else None)
+            key = row_key(clf.id, photo, lab, args.sigma, args.steps, args.fraction, args.draws if name in CONTROLS else None,
+                          args.fill)
             if key in rows:
                 continue
             t0 = time.perf_counter()
             try:
                 row = run_row(clf, photo, x01, spec, args.fraction, args.sigma, args.steps, args.seed, args.draws,
-                              Path(args.maps) if args.maps else None)
+                              Path(args.maps) if args.maps else None, args.fill)
             except ExplainerError as e:
                 notes.append(f"{lab} on {photo}: {e}")
                 print(f"{photo} {lab}: {e}", file=sys.stderr)
@@ -385,13 +392,15 @@ def main(argv=None) -> int:
             print(f"{photo} {lab}: drop {row['drop']:.3f}  del {_fmt(row['deletion'])}  ins {_fmt(row['insertion'])}  "
                   f"{row['wall_seconds']:.0f} s", file=sys.stderr, flush=True)
     keep = [r for r in rows.values() if r["model"] == clf.id and r["sigma"] == args.sigma and r["steps"] == args.steps
-            and r["fraction"] == args.fraction and (r["name"] not in CONTROLS or r.get("draws") == args.draws)]
+            and r["fraction"] == args.fraction and r.get("fill", "blur") == args.fill and (r["name"] not in CONTROLS or r.get("draws") == args.draws)]
     summary = summarise(keep, labels, photos, ref_label)
     per_photo = [r for p in photos for lab in labels for r in keep if r["photo"] == p and r["method"] == lab]
     if args.json:
         print(json.dumps({"summary": summary, "rows": per_photo if args.per_photo else None, "notes": notes}, indent=1))
     else:
         sigma_text = f"{args.sigma} px" if args.sigma is not None else f"side/16 = {min(clf.input_size) / 16:g} px"
+        if args.fill != "blur":
+            sigma_text += f" (the blur is not used: {args.fill} fill)"
         print(markdown(summary, per_photo if args.per_photo else None, ref_label, sigma_text, args.steps))
         for n in notes:
             print(f"\n- {n}")

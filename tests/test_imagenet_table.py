@@ -26,6 +26,14 @@ def test_drop_is_the_deletion_curve_with_blur_at_that_fraction(table, tiny_cnn):
     assert fr[1] == pytest.approx(0.1)
     assert p == pytest.approx(curve[0], abs=1e-6) and pb == pytest.approx(curve[1], abs=1e-6)
     assert table.tied_at(s, 0.1) == pytest.approx(0.25)
+    # the cross-check fill (--fill mean): the same point of the deletion curve with the mean colour
+    p, pm = table.top_blur_drop(clf, x, s, 1, fraction=0.1, fill="mean")
+    fr, curve = deletion_curve(clf, x, s, 1, steps=10, baseline="mean")
+    assert pm == pytest.approx(curve[1], abs=1e-6) and pm != pytest.approx(pb, abs=1e-6)
+    # blur rows keep the keys they had before --fill existed; other fills get their own
+    k = table.row_key("m", "coffee", "dssr", None, 16, 0.1, None)
+    assert k == table.row_key("m", "coffee", "dssr", None, 16, 0.1, None, "blur") != table.row_key(
+        "m", "coffee", "dssr", None, 16, 0.1, None, "mean")
 
 
 def test_specs_and_controls(table):
