@@ -308,7 +308,8 @@ def summarise(rows: list[dict], labels: list[str], photos: list[str], reference:
 
 def markdown(summary: list[dict], per_photo: Optional[list[dict]], reference: str, sigma_text: str, steps: int) -> str:
     head = ["method", "n"] + [c.replace("ref.", reference) for _, c in COLUMNS]
-    lines = [f"Mean over the photographs; top-1 class; blur fill σ = {sigma_text}; {steps} steps per curve.\n",
+    fill = f"blur fill σ = {sigma_text}" if not sigma_text.endswith(" fill") else sigma_text
+    lines = [f"Mean over the photographs; top-1 class; {fill}; {steps} steps per curve.\n",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summary:
         cells = [s["method"], str(s["n"])] + [_fmt(s.get(k), 1 if k == "seconds" else 2 if k == "ratio" else 3)
@@ -400,7 +401,7 @@ def main(argv=None) -> int:
     else:
         sigma_text = f"{args.sigma} px" if args.sigma is not None else f"side/16 = {min(clf.input_size) / 16:g} px"
         if args.fill != "blur":
-            sigma_text += f" (the blur is not used: {args.fill} fill)"
+            sigma_text = f"{args.fill} fill"
         print(markdown(summary, per_photo if args.per_photo else None, ref_label, sigma_text, args.steps))
         for n in notes:
             print(f"\n- {n}")
